@@ -1,0 +1,535 @@
+"""The gradient-check matrix: one table of cases, every check run over every row.
+
+``python -m handgrad.check [--device cpu|cuda] [--op NAME ...]`` prints the matrix (op by check,
+pass/fail and the largest error found) and exits 1 if anything fails. The test suite imports the
+same table and the same check functions, so a new op is one row here and is then checked
+everywhere.
+
+Checks (all in float64 unless the name says otherwise):
+
+* ``grad``      torch.autograd.gradcheck; error = max |J_backward - J_numerical|
+* ``gradgrad``  torch.autograd.gradgradcheck (backward is itself differentiable)
+* ``fwd_ad``    gradcheck(check_forward_ad=True); error = max |jvp - J v|
+* ``batched``   gradcheck(check_batched_grad=True) and torch.func.vmap over the op
+* ``undef``     gradcheck(check_undefined_grad=True)
+* ``shapes``    calls backward directly and checks each gradient's shape, dtype and device
+                (autograd silently sums a wrong-shaped gradient, so gradcheck alone misses it)
+* ``native64``  values and gradients equal get_ops("native") in float64 (tight)
+* ``native32``  the same in float32
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import sys
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch.autograd import gradcheck, gradgradcheck
+
+from . import functions as fn
+from .functional import get_ops
+
+__all__ = [
+    "Case",
+    "CASES",
+    "CHECKS",
+    "CheckResult",
+    "run_check",
+    "check_gradients",
+    "check_backward_shapes",
+    "check_parity",
+    "main",
+]
+
+# ---------------------------------------------------------------------------------------------
+# the table
+# ---------------------------------------------------------------------------------------------
+
+
+def _randn(shape, dtype, device, gen, *, grad=True, away_from_zero=False, view=None):
+    x = torch.randn(shape, generator=gen, dtype=torch.float64).to(dtype=dtype, device=device)
+    if away_from_zero:
+        # NOTE: keep |x| ≥ 0.2 so that finite differences never straddle ReLU's kink at 0.
+        x = x.sign() * (x.abs() + 0.2)
+        x = torch.where(x == 0, torch.full_like(x, 0.5), x)
+    if view == "t":
+        x = x.t()
+    elif view == "strided":
+        x = x[..., ::2]
+    return x.detach().requires_grad_(grad)
+
+
+@dataclass(frozen=True)
+class Case:
+    """One row: an op, a label, and how to build its inputs and call it.
+
+    ``make(dtype, device, gen)`` returns the inputs (tensors to differentiate, numbers, integer
+    targets). ``call(ops, *inputs)`` calls the op from an ops namespace; ``apply_args(*inputs)``
+    gives the arguments of the ``autograd.Function`` itself (for the direct backward check).
+    """
+
+    op: str
+    label: str
+    make: Callable[[torch.dtype, str, torch.Generator], tuple]
+    call: Callable | None = None
+    apply_args: Callable | None = None
+    skip: frozenset = field(default_factory=frozenset)
+
+    @property
+    def name(self) -> str:
+        return f"{self.op}[{self.label}]"
+
+    def run(self, ops, *inputs):
+        if self.call is not None:
+            return self.call(ops, *inputs)
+        return getattr(ops, self.op)(*inputs)
+
+    def function(self) -> type[torch.autograd.Function]:
+        return _FUNCTION_OF[self.op]
+
+    def function_args(self, *inputs) -> tuple:
+        return self.apply_args(*inputs) if self.apply_args else inputs
+
+
+_FUNCTION_OF = {
+    "add": fn.Add, "mul": fn.Mul, "maximum": fn.Maximum, "relu": fn.ReLU, "sigmoid": fn.Sigmoid,
+    "affine": fn.Affine, "l2_penalty": fn.L2Penalty, "cross_entropy": fn.CrossEntropy,
+    "mse_loss": fn.MSELoss,
+}
+
+
+def _pair(sa, sb, **kw):
+    return lambda d, dev, g: (_randn(sa, d, dev, g, **kw), _randn(sb, d, dev, g, **kw))
+
+
+def _max_pair(sa, sb, view=None):
+    def make(d, dev, g):
+        # NOTE: a on the grid k/2 and b on k/2 + 1/4, so |a - b| ≥ 1/4 everywhere: no tie for
+        # finite differences to straddle (ties get their own exact test).
+        a = torch.randint(-8, 8, sa, generator=g) * 0.5
+        b = torch.randint(-8, 8, sb, generator=g) * 0.5 + 0.25
+        if view == "t":
+            a = a.t().contiguous().t()
+        return (a.to(dtype=d, device=dev).requires_grad_(), b.to(dtype=d, device=dev).requires_grad_())
+
+    return make
+
+
+def _number_and(shape, number, first=False):
+    def make(d, dev, g):
+        x = _randn(shape, d, dev, g)
+        return (number, x) if first else (x, number)
+
+    return make
+
+
+def _single(shape, **kw):
+    return lambda d, dev, g: (_randn(shape, d, dev, g, **kw),)
+
+
+def _affine(x_shape, out, bias=True, view=None):
+    def make(d, dev, g):
+        x = _randn(x_shape, d, dev, g, view=view)
+        w = _randn((out, x.shape[-1]), d, dev, g)
+        return (x, w, _randn((out,), d, dev, g)) if bias else (x, w)
+
+    return make
+
+
+def _ce(n, c):
+    def make(d, dev, g):
+        logits = _randn((n, c) if n is not None else (c,), d, dev, g)
+        count = () if n is None else (n,)
+        target = torch.randint(0, c, count, generator=g).to(device=dev)
+        return logits, target
+
+    return make
+
+
+def _l2(*shapes, lam=0.3):
+    return lambda d, dev, g: tuple(_randn(s, d, dev, g) for s in shapes)
+
+
+_L2_LAM = 0.3
+
+
+def _l2_call(ops, *ws):
+    return ops.l2_penalty(list(ws), _L2_LAM)
+
+
+def _l2_apply(*ws):
+    return (_L2_LAM, *ws)
+
+
+_BINARY_SHAPES = [
+    ("0-d", (), ()),
+    ("empty", (0,), (0,)),
+    ("vector", (5,), (5,)),
+    ("matrix", (3, 4), (3, 4)),
+    ("3-d", (2, 3, 4), (2, 3, 4)),
+    ("(2,1)x(2,)", (2, 1), (2,)),
+    ("(1,3,2)x(3,2)", (1, 3, 2), (3, 2)),
+    ("(3,1,2)x(1,3,2)", (3, 1, 2), (1, 3, 2)),
+    ("0-d x matrix", (), (3, 4)),
+]
+
+
+def _build_cases() -> list[Case]:
+    cases: list[Case] = []
+    for op in ("add", "mul"):
+        for label, sa, sb in _BINARY_SHAPES:
+            cases.append(Case(op, label, _pair(sa, sb)))
+        cases.append(Case(op, "tensor x number", _number_and((3, 4), 2.5)))
+        cases.append(Case(op, "number x tensor", _number_and((3, 4), -1.5, first=True)))
+        cases.append(Case(op, "transposed", lambda d, dev, g: (
+            _randn((4, 3), d, dev, g, view="t"), _randn((3, 4), d, dev, g))))
+        cases.append(Case(op, "strided x broadcast", lambda d, dev, g: (
+            _randn((3, 8), d, dev, g, view="strided"), _randn((1, 4), d, dev, g))))
+    for label, sa, sb in _BINARY_SHAPES:
+        cases.append(Case("maximum", label, _max_pair(sa, sb)))
+    cases.append(Case("maximum", "transposed", _max_pair((3, 4), (3, 4), view="t")))
+    for op in ("relu", "sigmoid"):
+        kw = {"away_from_zero": op == "relu"}
+        for label, shape in [("0-d", ()), ("empty", (0, 3)), ("vector", (6,)), ("matrix", (3, 4)),
+                             ("3-d", (2, 3, 4))]:
+            cases.append(Case(op, label, _single(shape, **kw)))
+        cases.append(Case(op, "transposed", _single((4, 3), view="t", **kw)))
+        cases.append(Case(op, "strided", _single((3, 8), view="strided", **kw)))
+    cases.append(Case("sigmoid", "large |x|", lambda d, dev, g: (
+        (torch.tensor([-30.0, -8.0, 0.0, 8.0, 30.0], dtype=d, device=dev)).requires_grad_(),)))
+    cases += [
+        Case("affine", "matrix + bias", _affine((4, 3), 5)),
+        Case("affine", "matrix, no bias", _affine((4, 3), 5, bias=False)),
+        Case("affine", "vector x", _affine((3,), 2)),
+        Case("affine", "3-d batch", _affine((2, 3, 4), 5)),
+        Case("affine", "3-d batch, no bias", _affine((2, 3, 4), 5, bias=False)),
+        Case("affine", "empty batch", _affine((0, 3), 2)),
+        Case("affine", "transposed x", _affine((4, 3), 2, view="t")),
+        Case("affine", "strided x", _affine((3, 8), 2, view="strided")),
+        Case("l2_penalty", "one matrix", _l2((3, 4)), _l2_call, _l2_apply),
+        Case("l2_penalty", "three tensors", _l2((3, 4), (5,), ()), _l2_call, _l2_apply),
+        Case("l2_penalty", "empty + 3-d", _l2((0, 2), (2, 2, 3)), _l2_call, _l2_apply),
+        Case("cross_entropy", "batch", _ce(5, 4)),
+        Case("cross_entropy", "one sample", _ce(1, 3)),
+        Case("cross_entropy", "unbatched (C,)", _ce(None, 4)),
+        Case("cross_entropy", "large logits", lambda d, dev, g: (
+            (_randn((3, 4), d, dev, g).detach() * 1e3).requires_grad_(), torch.tensor([0, 3, 1], device=dev))),
+        Case("mse_loss", "0-d", _pair((), ())),
+        Case("mse_loss", "vector", _pair((6,), (6,))),
+        Case("mse_loss", "matrix", _pair((3, 4), (3, 4))),
+        Case("mse_loss", "3-d", _pair((2, 3, 2), (2, 3, 2))),
+        Case("mse_loss", "transposed pred", lambda d, dev, g: (
+            _randn((4, 3), d, dev, g, view="t"), _randn((3, 4), d, dev, g))),
+    ]
+    return cases
+
+
+CASES: list[Case] = _build_cases()
+
+# ---------------------------------------------------------------------------------------------
+# checks
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class CheckResult:
+    ok: bool
+    error: float | None = None  # the largest error found, where the check measures one
+    message: str = ""
+
+
+def _inputs(case: Case, dtype=torch.float64, device="cpu", seed=0) -> tuple:
+    gen = torch.Generator().manual_seed(seed)
+    return case.make(dtype, device, gen)
+
+
+def _diff_positions(inputs) -> list[int]:
+    return [i for i, x in enumerate(inputs) if isinstance(x, torch.Tensor) and x.requires_grad]
+
+
+def _as_function(case: Case, ops, inputs):
+    """A function of the differentiable inputs only, as gradcheck wants."""
+    pos = _diff_positions(inputs)
+
+    def f(*diff):
+        full = list(inputs)
+        for i, x in zip(pos, diff):
+            full[i] = x
+        return case.run(ops, *full)
+
+    return f, tuple(inputs[i] for i in pos)
+
+
+def _jacobians(f, diff):
+    return torch.autograd.functional.jacobian(f, diff, vectorize=False)
+
+
+def _numerical_jacobians(f, diff, eps=1e-6):
+    out = f(*diff).detach()
+    jacs = []
+    for x in diff:
+        jac = torch.zeros(out.shape + x.shape, dtype=out.dtype, device=out.device)
+        flat = jac.reshape(out.numel(), x.numel())
+        for k in range(x.numel()):
+            with torch.no_grad():
+                base = x.detach().contiguous()
+                plus, minus = base.clone(), base.clone()
+                plus.view(-1)[k] += eps
+                minus.view(-1)[k] -= eps
+                others = [d.detach() for d in diff]
+                idx = next(i for i, d in enumerate(diff) if d is x)
+                others[idx] = plus
+                hi = f(*others)
+                others[idx] = minus
+                lo = f(*others)
+            flat[:, k] = ((hi - lo) / (2 * eps)).reshape(-1)
+        jacs.append(jac)
+    return jacs
+
+
+def _max_abs(pairs) -> float:
+    err = 0.0
+    for a, b in pairs:
+        if a.numel():
+            err = max(err, (a - b).abs().max().item())
+    return err
+
+
+def check_gradients(case: Case, ops=None, check: str = "grad", *, device="cpu", inputs=None) -> CheckResult:
+    """The shared gradcheck helper: run one of torch's gradient checks on a case, in float64."""
+    ops = ops if ops is not None else get_ops("hand")
+    inputs = inputs if inputs is not None else _inputs(case, torch.float64, device)
+    f, diff = _as_function(case, ops, inputs)
+    try:
+        if check == "grad":
+            gradcheck(f, diff, eps=1e-6, atol=1e-5, rtol=1e-3)
+            if any(x.numel() == 0 for x in diff) or f(*diff).numel() == 0:
+                return CheckResult(True, 0.0)
+            analytic = _jacobians(f, diff)
+            numeric = _numerical_jacobians(f, diff)
+            return CheckResult(True, _max_abs(zip(analytic, numeric)))
+        if check == "gradgrad":
+            gradgradcheck(f, diff)
+            return CheckResult(True)
+        if check == "fwd_ad":
+            gradcheck(f, diff, check_forward_ad=True, check_backward_ad=False, check_undefined_grad=False,
+                      check_batched_grad=False)
+            if any(x.numel() == 0 for x in diff) or f(*diff).numel() == 0:
+                return CheckResult(True, 0.0)
+            tangents = tuple(torch.randn_like(x) for x in diff)
+            with torch.no_grad():
+                _, jvp = torch.func.jvp(f, tuple(x.detach() for x in diff), tangents)
+            vjp_side = sum(
+                (j.reshape(jvp.numel(), -1) @ t.reshape(-1)).reshape(jvp.shape)
+                for j, t in zip(_jacobians(f, diff), tangents)
+            )
+            return CheckResult(True, _max_abs([(jvp, vjp_side)]))
+        if check == "batched":
+            gradcheck(f, diff, check_batched_grad=True)
+            return _check_vmap(f, diff)
+        if check == "undef":
+            gradcheck(f, diff, check_undefined_grad=True)
+            return CheckResult(True)
+    except Exception as exc:  # noqa: BLE001 - every failure is a result here
+        return CheckResult(False, None, f"{type(exc).__name__}: {str(exc).strip().splitlines()[0]}")
+    raise ValueError(f"check_gradients: unknown check {check!r}")
+
+
+def _check_vmap(f, diff) -> CheckResult:
+    """vmap the op over a batch of 3 stacked inputs and compare with a loop."""
+    batched = tuple(torch.stack([x.detach() * (1 + 0.1 * k) for k in range(3)]) for x in diff)
+    out = torch.func.vmap(f)(*batched)
+    loop = torch.stack([f(*(b[k] for b in batched)) for k in range(3)])
+    err = _max_abs([(out, loop)])
+    ok = out.shape == loop.shape and err <= 1e-12
+    return CheckResult(ok, err, "" if ok else "vmap result differs from a loop")
+
+
+class _DirectCtx:
+    """A stand-in for autograd's ctx, so that backward can be called and its outputs inspected."""
+
+    def __init__(self, needs_input_grad):
+        self.needs_input_grad = tuple(needs_input_grad)
+        self.saved_tensors = ()
+
+    def save_for_backward(self, *tensors):
+        self.saved_tensors = tensors
+
+    def save_for_forward(self, *tensors):
+        self.saved_for_forward = tensors
+
+    def mark_non_differentiable(self, *args):
+        pass
+
+    def set_materialize_grads(self, value):
+        pass
+
+
+def check_backward_shapes(case: Case, *, device="cpu", dtype=torch.float64, inputs=None,
+                          function=None) -> CheckResult:
+    """Call the Function's backward directly; every gradient must match its input exactly.
+
+    Checks, for each input that needs a gradient, shape, dtype and device; for each that does
+    not (a number, an integer target, a tensor with requires_grad=False), that it gets None.
+    Runs twice: once with every gradient requested, once with only the first differentiable
+    input (the needs_input_grad path).
+    """
+    inputs = inputs if inputs is not None else _inputs(case, dtype, device)
+    function = function if function is not None else case.function()
+    bound = inspect.signature(function.forward).bind(*case.function_args(*inputs))
+    bound.apply_defaults()  # as Function.apply does: setup_context sees every argument
+    args = bound.args
+    with torch.no_grad():
+        output = function.forward(*args)
+    grad_out = torch.randn(output.shape, dtype=output.dtype, device=output.device)
+    wanted_all = [isinstance(a, torch.Tensor) and a.requires_grad for a in args]
+    first = next((i for i, w in enumerate(wanted_all) if w), None)
+    problems = []
+    for wanted in (wanted_all, [i == first for i in range(len(args))]):
+        ctx = _DirectCtx(wanted)
+        function.setup_context(ctx, args, output)
+        grads = function.backward(ctx, grad_out)
+        grads = grads if isinstance(grads, tuple) else (grads,)
+        if len(grads) != len(args):
+            problems.append(f"backward returned {len(grads)} gradients for {len(args)} inputs")
+            continue
+        for i, (a, g, w) in enumerate(zip(args, grads, wanted)):
+            if not w:
+                if g is not None:
+                    problems.append(f"input {i} needs no gradient but got one")
+                continue
+            if g is None:
+                problems.append(f"input {i} needs a gradient but got None")
+            elif g.shape != a.shape:
+                problems.append(f"input {i}: gradient shape {tuple(g.shape)} != input shape {tuple(a.shape)}")
+            elif g.dtype != a.dtype:
+                problems.append(f"input {i}: gradient dtype {g.dtype} != input dtype {a.dtype}")
+            elif g.device != a.device:
+                problems.append(f"input {i}: gradient on {g.device}, input on {a.device}")
+    return CheckResult(not problems, None, "; ".join(dict.fromkeys(problems)))
+
+
+_PARITY_TOL = {torch.float64: (1e-12, 1e-10), torch.float32: (1e-5, 1e-5)}
+
+
+def check_parity(case: Case, dtype=torch.float64, *, device="cpu", hand=None, native=None,
+                 inputs=None) -> CheckResult:
+    """The shared parity helper: values and gradients of hand ops equal native ops.
+
+    Tolerances: float64 rtol 1e-12 / atol 1e-10, float32 rtol 1e-5 / atol 1e-5.
+    """
+    hand = hand if hand is not None else get_ops("hand")
+    native = native if native is not None else get_ops("native")
+    inputs = inputs if inputs is not None else _inputs(case, dtype, device)
+    rtol, atol = _PARITY_TOL[dtype]
+    results = []
+    for ops in (hand, native):
+        fresh = tuple(x.detach().clone().requires_grad_(x.requires_grad) if isinstance(x, torch.Tensor)
+                      else x for x in inputs)
+        out = case.run(ops, *fresh)
+        diff = [x for x in fresh if isinstance(x, torch.Tensor) and x.requires_grad]
+        gen = torch.Generator().manual_seed(1)
+        grad_out = torch.randn(out.shape, generator=gen, dtype=torch.float64).to(out)
+        grads = torch.autograd.grad(out, diff, grad_out, allow_unused=False) if diff else ()
+        results.append((out, grads))
+    (h_out, h_grads), (n_out, n_grads) = results
+    pairs = [(h_out, n_out), *zip(h_grads, n_grads)]
+    problems = [f"dtype {a.dtype} vs {b.dtype}" for a, b in pairs if a.dtype != b.dtype]
+    problems += [f"shape {tuple(a.shape)} vs {tuple(b.shape)}" for a, b in pairs if a.shape != b.shape]
+    if problems:
+        return CheckResult(False, None, "; ".join(problems))
+    err = _max_abs((a.double(), b.double()) for a, b in pairs)
+    ok = all(torch.allclose(a, b, rtol=rtol, atol=atol, equal_nan=True) for a, b in pairs)
+    return CheckResult(ok, err, "" if ok else f"differs from native by up to {err:.3g}")
+
+
+CHECKS: dict[str, Callable[..., CheckResult]] = {
+    "grad": lambda c, dev: check_gradients(c, check="grad", device=dev),
+    "gradgrad": lambda c, dev: check_gradients(c, check="gradgrad", device=dev),
+    "fwd_ad": lambda c, dev: check_gradients(c, check="fwd_ad", device=dev),
+    "batched": lambda c, dev: check_gradients(c, check="batched", device=dev),
+    "undef": lambda c, dev: check_gradients(c, check="undef", device=dev),
+    "shapes": lambda c, dev: check_backward_shapes(c, device=dev),
+    "native64": lambda c, dev: check_parity(c, torch.float64, device=dev),
+    "native32": lambda c, dev: check_parity(c, torch.float32, device=dev),
+}
+
+
+def run_check(case: Case, check: str, device: str = "cpu") -> CheckResult:
+    """Run one named check of :data:`CHECKS` on one case."""
+    return CHECKS[check](case, device)
+
+
+# ---------------------------------------------------------------------------------------------
+# the report
+# ---------------------------------------------------------------------------------------------
+
+
+def _format(results: list[CheckResult]) -> str:
+    if not all(r.ok for r in results):
+        return f"FAIL {sum(not r.ok for r in results)}/{len(results)}"
+    errors = [r.error for r in results if r.error is not None]
+    return f"ok {max(errors):.1e}" if errors else "ok"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
+    parser = argparse.ArgumentParser(
+        prog="python -m handgrad.check",
+        description="Run handgrad's gradient-check matrix and print it, op by check.",
+    )
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    parser.add_argument("--op", nargs="+", metavar="NAME", help="only these ops (default: all)")
+    parser.add_argument("--verbose", action="store_true", help="one line per case as well")
+    args = parser.parse_args(argv)
+
+    names = sorted({c.op for c in CASES}, key=[c.op for c in CASES].index)
+    if args.op:
+        unknown = [n for n in args.op if n not in names]
+        if unknown:
+            parser.exit(2, f"error: unknown op {', '.join(unknown)}; choose from {', '.join(names)}.\n")
+        names = [n for n in names if n in args.op]
+    try:
+        device = torch.device(args.device)
+    except RuntimeError:
+        parser.exit(2, f"error: --device {args.device!r} is not a device; use cpu, cuda or cuda:N.\n")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.exit(2, "error: --device cuda was given but CUDA is not available here; use --device cpu.\n")
+
+    checks = list(CHECKS)
+    header = ["op", "cases", *checks]
+    rows, failures = [], []
+    for name in names:
+        cases = [c for c in CASES if c.op == name]
+        column = {k: [] for k in checks}
+        for case in cases:
+            for k in checks:
+                res = run_check(case, k, str(device))
+                column[k].append(res)
+                if not res.ok:
+                    failures.append(f"{case.name} {k}: {res.message}")
+                if args.verbose:
+                    print(f"{case.name:40s} {k:9s} {'ok' if res.ok else 'FAIL'} {res.error or ''}")
+        rows.append([name, str(len(cases)), *(_format(column[k]) for k in checks)])
+
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    line = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |"  # noqa: E731
+    print(f"handgrad gradient-check matrix on {device} (torch {torch.__version__}); "
+          "ok = passed, number = largest error found")
+    print(line(header))
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for r in rows:
+        print(line(r))
+    total = sum(len([c for c in CASES if c.op == n]) for n in names) * len(checks)
+    print(f"{total - len(failures)} passed, {len(failures)} failed")
+    for f in failures:
+        print("  FAIL", f)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

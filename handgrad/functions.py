@@ -1,0 +1,572 @@
+"""The hand-written ops, one small ``torch.autograd.Function`` per op.
+
+Every class follows the same shape:
+
+* ``forward(*inputs)`` computes the value with plain tensor math (no ctx);
+* ``setup_context(ctx, inputs, output)`` saves what ``backward`` and ``jvp`` need, nothing more;
+* ``backward(ctx, grad)`` returns one gradient per input, each computed only when
+  ``ctx.needs_input_grad`` asks for it, written in differentiable torch ops so that double
+  backward works, and reduced to its input's exact shape and dtype;
+* ``jvp(ctx, *tangents)`` is the forward-mode rule;
+* ``generate_vmap_rule = True`` lets ``torch.func.vmap`` batch the Function.
+
+The lowercase API in :mod:`handgrad.functional` validates arguments and calls ``.apply``; use
+that rather than these classes unless you are testing a backward directly.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+__all__ = [
+    "Add",
+    "Mul",
+    "ReLU",
+    "Sigmoid",
+    "Affine",
+    "Maximum",
+    "L2Penalty",
+    "CrossEntropy",
+    "MSELoss",
+    "ALL_FUNCTIONS",
+    "sum_to_shape",
+    "compile_twin",
+    "TWINS",
+    "EAGER",
+]
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------------------------
+
+
+def sum_to_shape(grad: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """Reduce a broadcast gradient to ``shape``: broadcast backward is a sum.
+
+    Sums the leading dimensions ``grad`` has and ``shape`` lacks, and every dimension where
+    ``shape`` is 1 but ``grad`` is not.
+    """
+    if grad.shape == shape:
+        return grad
+    lead = grad.dim() - len(shape)
+    dims = list(range(lead))
+    dims += [lead + i for i, n in enumerate(shape) if n == 1 and grad.shape[lead + i] != 1]
+    if dims:
+        grad = grad.sum(dim=dims, keepdim=True)
+    return grad.reshape(shape)
+
+
+def _like(grad: torch.Tensor, meta: tuple[torch.Size, torch.dtype]) -> torch.Tensor:
+    """Gradient for an input recorded as ``(shape, dtype)``: summed to its shape, in its dtype."""
+    shape, dtype = meta
+    grad = sum_to_shape(grad, shape)
+    return grad if grad.dtype == dtype else grad.to(dtype)
+
+
+def _meta(x) -> tuple[torch.Size, torch.dtype] | None:
+    return (x.shape, x.dtype) if isinstance(x, torch.Tensor) else None
+
+
+def _device_type(args) -> str:
+    for a in args:
+        if isinstance(a, torch.Tensor):
+            return a.device.type
+        if isinstance(a, (list, tuple)):
+            return _device_type(a)
+    return "cpu"
+
+
+# NOTE: torch.amp.custom_fwd/custom_bwd assume the old forward(ctx, ...) style and store their
+# state on the first input, which breaks setup_context-style Functions. These two helpers do the
+# same job in this style: forward casts floating inputs to the autocast dtype (or float32 for
+# ops that need the range), computes with autocast off, and backward runs under the same state.
+
+
+def _cast_floating(x, dtype):
+    if isinstance(x, torch.Tensor) and x.is_floating_point() and x.dtype != dtype:
+        return x.to(dtype)
+    return x
+
+
+def autocast_forward(policy: str):
+    """Decorate a static ``forward``: under autocast, cast floating inputs and compute unautocast.
+
+    ``policy`` is ``"lower"`` (the autocast dtype, for GEMMs) or ``"float32"`` (for reductions and
+    losses that need the range, as native autocast does for ``cross_entropy`` and ``mse_loss``).
+    """
+
+    def decorate(forward):
+        @functools.wraps(forward)
+        def wrapper(*args):
+            device_type = _device_type(args)
+            if not torch.is_autocast_enabled(device_type):
+                return forward(*args)
+            dtype = torch.get_autocast_dtype(device_type) if policy == "lower" else torch.float32
+            args = tuple(_cast_floating(a, dtype) for a in args)
+            with torch.autocast(device_type, enabled=False):
+                return forward(*args)
+
+        return wrapper
+
+    return decorate
+
+
+def autocast_inputs(ctx, inputs, policy: str):
+    """Call in ``setup_context``: record the autocast state and return the inputs as forward saw them.
+
+    Backward then computes with the same (cast) tensors forward used, and ``_like`` casts each
+    gradient back to its input's own dtype.
+    """
+    device_type = _device_type(inputs)
+    if not torch.is_autocast_enabled(device_type):
+        ctx.autocast = None
+        return inputs
+    ctx.autocast = (device_type, torch.get_autocast_dtype(device_type))
+    dtype = ctx.autocast[1] if policy == "lower" else torch.float32
+    return tuple(_cast_floating(a, dtype) for a in inputs)
+
+
+def autocast_backward(backward):
+    """Decorate a static ``backward`` so that it runs under the forward's autocast state."""
+
+    @functools.wraps(backward)
+    def wrapper(ctx, *grads):
+        if getattr(ctx, "autocast", None) is None:
+            return backward(ctx, *grads)
+        device_type, dtype = ctx.autocast
+        with torch.autocast(device_type, dtype=dtype, enabled=True):
+            return backward(ctx, *grads)
+
+    return wrapper
+
+
+class _Op(torch.autograd.Function):
+    """Base of every handgrad op: batched by ``torch.func`` through a generated vmap rule."""
+
+    generate_vmap_rule = True
+
+
+# ---------------------------------------------------------------------------------------------
+# add and multiply gates
+# ---------------------------------------------------------------------------------------------
+
+
+class Add(_Op):
+    """z = a + b with broadcasting; dz/da = 1, dz/db = 1 (the add gate passes the gradient on)."""
+
+    @staticmethod
+    def forward(a, b):
+        return a + b
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        a, b = inputs
+        ctx.metas = (_meta(a), _meta(b))
+        ctx.out_meta = (output.shape, output.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        meta_a, meta_b = ctx.metas
+        grad_a = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_a = _like(grad, meta_a)
+        if ctx.needs_input_grad[1]:
+            grad_b = _like(grad, meta_b)
+        return grad_a, grad_b
+
+    @staticmethod
+    def jvp(ctx, ta, tb):
+        shape, dtype = ctx.out_meta
+        out = ta if tb is None else tb if ta is None else ta + tb
+        return out.to(dtype).expand(shape)
+
+
+class Mul(_Op):
+    """z = a * b with broadcasting; dz/da = b, dz/db = a (the multiply gate swaps its inputs)."""
+
+    @staticmethod
+    def forward(a, b):
+        return a * b
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        a, b = inputs
+        # NOTE: each gradient needs the *other* input; a Python number is kept as a number.
+        ctx.save_for_backward(*(x if isinstance(x, torch.Tensor) else None for x in inputs))
+        ctx.save_for_forward(*(x if isinstance(x, torch.Tensor) else None for x in inputs))
+        ctx.numbers = tuple(None if isinstance(x, torch.Tensor) else x for x in inputs)
+        ctx.metas = (_meta(a), _meta(b))
+        ctx.out_meta = (output.shape, output.dtype)
+
+    @staticmethod
+    def _operands(ctx):
+        a, b = ctx.saved_tensors
+        na, nb = ctx.numbers
+        return (na if a is None else a), (nb if b is None else b)
+
+    @staticmethod
+    def backward(ctx, grad):
+        a, b = Mul._operands(ctx)
+        meta_a, meta_b = ctx.metas
+        grad_a = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_a = _like(grad * b, meta_a)
+        if ctx.needs_input_grad[1]:
+            grad_b = _like(grad * a, meta_b)
+        return grad_a, grad_b
+
+    @staticmethod
+    def jvp(ctx, ta, tb):
+        a, b = Mul._operands(ctx)
+        shape, dtype = ctx.out_meta
+        out = None
+        if ta is not None:
+            out = ta * b
+        if tb is not None:
+            out = a * tb if out is None else out + a * tb
+        return out.to(dtype).expand(shape)
+
+
+# ---------------------------------------------------------------------------------------------
+# max gate
+# ---------------------------------------------------------------------------------------------
+
+
+class Maximum(_Op):
+    """z = max(a, b) elementwise; the gradient is routed to the larger input, split on ties.
+
+    dz/da = [a > b] + ½[a = b], dz/db = [b > a] + ½[a = b] (torch's convention for ties).
+    """
+
+    @staticmethod
+    def forward(a, b):
+        return torch.where(a >= b, a, b)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(*inputs)
+        ctx.save_for_forward(*inputs)
+        ctx.metas = tuple(_meta(x) for x in inputs)
+        ctx.out_meta = (output.shape, output.dtype)
+
+    @staticmethod
+    def _share_of_a(a, b, dtype):
+        # NOTE: a weight, not a boolean mask, so that ties give each side exactly half.
+        return (a > b).to(dtype) + 0.5 * (a == b).to(dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        a, b = ctx.saved_tensors
+        meta_a, meta_b = ctx.metas
+        share = Maximum._share_of_a(a, b, grad.dtype)
+        grad_a = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_a = _like(grad * share, meta_a)
+        if ctx.needs_input_grad[1]:
+            grad_b = _like(grad * (1 - share), meta_b)
+        return grad_a, grad_b
+
+    @staticmethod
+    def jvp(ctx, ta, tb):
+        a, b = ctx.saved_tensors
+        shape, dtype = ctx.out_meta
+        share = Maximum._share_of_a(a, b, dtype)
+        out = torch.zeros((), dtype=dtype, device=a.device)
+        if ta is not None:
+            out = out + ta * share
+        if tb is not None:
+            out = out + tb * (1 - share)
+        return out.expand(shape)
+
+
+# ---------------------------------------------------------------------------------------------
+# activations
+# ---------------------------------------------------------------------------------------------
+
+
+class ReLU(_Op):
+    """y = max(x, 0); dy/dx = [y > 0] (relu'(0) = 0, the same subgradient as torch)."""
+
+    @staticmethod
+    def forward(x):
+        return x.clamp_min(0)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        # NOTE: save the output, not the input: the next Affine keeps it alive anyway, and the
+        # mask y > 0 equals x > 0.
+        ctx.save_for_backward(output)
+        ctx.save_for_forward(output)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (y,) = ctx.saved_tensors
+        if not ctx.needs_input_grad[0]:
+            return None
+        return grad * (y > 0).to(grad.dtype)
+
+    @staticmethod
+    def jvp(ctx, tx):
+        (y,) = ctx.saved_tensors
+        return tx * (y > 0).to(tx.dtype)
+
+
+class Sigmoid(_Op):
+    """y = 1 / (1 + e^-x); dy/dx = y (1 - y), from the saved output."""
+
+    @staticmethod
+    def forward(x):
+        # NOTE: e^-|x| lies in (0, 1], so neither branch can overflow for any finite x in any
+        # float dtype; the x < 0 branch is the same function rewritten as e^x / (1 + e^x).
+        z = torch.exp(-x.abs())
+        return torch.where(x >= 0, 1 / (1 + z), z / (1 + z))
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(output)
+        ctx.save_for_forward(output)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (y,) = ctx.saved_tensors
+        if not ctx.needs_input_grad[0]:
+            return None
+        return grad * y * (1 - y)
+
+    @staticmethod
+    def jvp(ctx, tx):
+        (y,) = ctx.saved_tensors
+        return tx * y * (1 - y)
+
+
+# ---------------------------------------------------------------------------------------------
+# affine layer
+# ---------------------------------------------------------------------------------------------
+
+
+class Affine(_Op):
+    """Y = X Wᵀ + b, X (..., in), W (out, in), b (out,): the ``nn.Linear`` layout.
+
+    dX = dY W, dW = dYᵀ X (leading dims flattened), db = 1ᵀ dY.
+    """
+
+    @staticmethod
+    @autocast_forward("lower")
+    def forward(x, weight, bias=None):
+        if x.dim() == 2 and bias is not None:
+            return torch.addmm(bias, x, weight.t())
+        y = x.matmul(weight.t())
+        return y if bias is None else y + bias
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.metas = tuple(_meta(t) for t in inputs)
+        # NOTE: under autocast, save the cast copies forward computed with (as native does).
+        x, weight, _ = autocast_inputs(ctx, inputs, "lower")
+        # NOTE: dX needs only W and dW needs only X; skip the one nobody asked for (the first
+        # layer never needs dX, and holding the input alive would cost memory).
+        need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        ctx.save_for_backward(x if need_w else None, weight if need_x else None)
+        ctx.save_for_forward(x, weight)
+
+    @staticmethod
+    @autocast_backward
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        meta_x, meta_w, meta_b = ctx.metas
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_x = _like(grad.matmul(weight), meta_x)
+        if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
+            grad_2d = grad.reshape(-1, grad.shape[-1])
+        if ctx.needs_input_grad[1]:
+            grad_w = _like(grad_2d.t().matmul(x.reshape(-1, x.shape[-1])), meta_w)
+        if ctx.needs_input_grad[2]:
+            grad_b = _like(grad_2d.sum(0), meta_b)
+        return grad_x, grad_w, grad_b
+
+    @staticmethod
+    def jvp(ctx, tx, tw, tb):
+        x, weight = ctx.saved_tensors
+        out = None
+        for term in (
+            None if tx is None else tx.matmul(weight.t()),
+            None if tw is None else x.matmul(tw.t()),
+            tb,
+        ):
+            if term is not None:
+                out = term if out is None else out + term
+        shape = x.shape[:-1] + weight.shape[:1]
+        return out.expand(shape)
+
+
+# ---------------------------------------------------------------------------------------------
+# the L2 weight penalty
+# ---------------------------------------------------------------------------------------------
+
+
+class L2Penalty(_Op):
+    """s = λ/2 Σ_W ‖W‖²; ds/dW = λ W. Called as ``L2Penalty.apply(lam, *weights)``."""
+
+    @staticmethod
+    @autocast_forward("float32")
+    def forward(lam, *weights):
+        total = weights[0].square().sum()
+        for w in weights[1:]:
+            total = total + w.square().sum()
+        return total * (lam / 2)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.metas = tuple(_meta(w) for w in inputs[1:])
+        lam, *weights = autocast_inputs(ctx, inputs, "float32")
+        ctx.lam = lam
+        ctx.save_for_backward(*weights)
+        ctx.save_for_forward(*weights)
+
+    @staticmethod
+    def backward(ctx, grad):
+        weights = ctx.saved_tensors
+        grads = [
+            _like(grad * ctx.lam * w, meta) if ctx.needs_input_grad[i + 1] else None
+            for i, (w, meta) in enumerate(zip(weights, ctx.metas))
+        ]
+        return (None, *grads)
+
+    @staticmethod
+    def jvp(ctx, _tlam, *tangents):
+        weights = ctx.saved_tensors
+        out = None
+        for w, t in zip(weights, tangents):
+            if t is not None:
+                term = (w * t).sum()
+                out = term if out is None else out + term
+        return out * ctx.lam
+
+
+# ---------------------------------------------------------------------------------------------
+# costs
+# ---------------------------------------------------------------------------------------------
+
+
+def _log_softmax(logits: torch.Tensor) -> torch.Tensor:
+    # NOTE: subtracting the row max keeps every exponent ≤ 0, so large logits cannot overflow.
+    shifted = logits - logits.amax(dim=-1, keepdim=True).detach()
+    return shifted - shifted.exp().sum(dim=-1, keepdim=True).log()
+
+
+class CrossEntropy(_Op):
+    """L = mean_n(logsumexp(z_n) - z_n[t_n]); dL/dz = (softmax(z) - onehot(t)) / N.
+
+    ``logits`` is (N, C) or (C,); ``target`` holds class indices, (N,) or ().
+    """
+
+    @staticmethod
+    @autocast_forward("float32")
+    def forward(logits, target):
+        logp = _log_softmax(logits)
+        picked = logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
+        return -picked.mean()
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.metas = (_meta(inputs[0]), None)
+        logits, target = autocast_inputs(ctx, inputs, "float32")
+        # NOTE: keep the logits and recompute softmax in backward (N×C, the same bytes as the
+        # log-probabilities native saves); a saved intermediate would break double backward.
+        ctx.save_for_backward(logits, target)
+        ctx.save_for_forward(logits, target)
+
+    @staticmethod
+    def _softmax_minus_onehot(logits, target):
+        probs = _log_softmax(logits).exp()
+        onehot = torch.zeros_like(probs).scatter(-1, target.unsqueeze(-1), 1.0)
+        count = target.numel() if target.dim() > 0 else 1
+        return (probs - onehot) / count
+
+    @staticmethod
+    def backward(ctx, grad):
+        logits, target = ctx.saved_tensors
+        if not ctx.needs_input_grad[0]:
+            return None, None
+        grad_logits = grad * CrossEntropy._softmax_minus_onehot(logits, target)
+        return _like(grad_logits, ctx.metas[0]), None
+
+    @staticmethod
+    def jvp(ctx, tlogits, _ttarget):
+        logits, target = ctx.saved_tensors
+        return (CrossEntropy._softmax_minus_onehot(logits, target) * tlogits).sum()
+
+
+class MSELoss(_Op):
+    """L = mean((a - y)²); dL/da = 2 (a - y) / N, dL/dy = -2 (a - y) / N."""
+
+    @staticmethod
+    @autocast_forward("float32")
+    def forward(pred, target):
+        return (pred - target).square().mean()
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.metas = tuple(_meta(x) for x in inputs)
+        inputs = autocast_inputs(ctx, inputs, "float32")
+        ctx.save_for_backward(*inputs)
+        ctx.save_for_forward(*inputs)
+
+    @staticmethod
+    def _slope(pred, target):
+        diff = pred - target
+        return diff * (2.0 / max(diff.numel(), 1))
+
+    @staticmethod
+    def backward(ctx, grad):
+        pred, target = ctx.saved_tensors
+        meta_p, meta_t = ctx.metas
+        slope = grad * MSELoss._slope(pred, target)
+        grad_p = grad_t = None
+        if ctx.needs_input_grad[0]:
+            grad_p = _like(slope, meta_p)
+        if ctx.needs_input_grad[1]:
+            grad_t = _like(-slope, meta_t)
+        return grad_p, grad_t
+
+    @staticmethod
+    def jvp(ctx, tp, tt):
+        pred, target = ctx.saved_tensors
+        slope = MSELoss._slope(pred, target)
+        out = torch.zeros((), dtype=slope.dtype, device=slope.device)
+        if tp is not None:
+            out = out + (slope * tp).sum()
+        if tt is not None:
+            out = out - (slope * tt).sum()
+        return out
+
+
+ALL_FUNCTIONS = (Add, Mul, Maximum, ReLU, Sigmoid, Affine, L2Penalty, CrossEntropy, MSELoss)
+
+
+# ---------------------------------------------------------------------------------------------
+# twins for torch.compile
+# ---------------------------------------------------------------------------------------------
+
+
+def compile_twin(cls: type[torch.autograd.Function]) -> type[torch.autograd.Function]:
+    """The same op without ``jvp``, for use inside ``torch.compile``.
+
+    NOTE: Dynamo (torch 2.14) refuses an autograd.Function that defines ``jvp``, so compiled code
+    traces this twin, built from the very same static methods; eager code keeps forward-mode AD.
+    """
+    body = {name: cls.__dict__[name] for name in ("forward", "setup_context", "backward")}
+    body["__doc__"] = cls.__doc__
+    body["__module__"] = cls.__module__
+    body["__qualname__"] = f"{cls.__qualname__}Compiled"
+    return type(f"{cls.__name__}Compiled", (_Op,), body)
+
+
+#: name -> the jvp-free twin of each op, which the lowercase API uses inside torch.compile.
+TWINS = {cls.__name__: compile_twin(cls) for cls in ALL_FUNCTIONS}
+#: name -> the full op (with jvp), which the lowercase API uses in eager mode.
+EAGER = {cls.__name__: cls for cls in ALL_FUNCTIONS}

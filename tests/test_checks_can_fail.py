@@ -1,0 +1,90 @@
+"""Proof that the shared check helpers catch a wrong backward.
+
+Each broken Function below differs from the real one in a single deliberate mistake; the helper
+that guards against that kind of mistake must report a failure.
+"""
+
+import torch
+
+from handgrad import functions as fn
+from handgrad.check import CASES, check_backward_shapes, check_gradients, check_parity
+
+
+def _case(op, label):
+    return next(c for c in CASES if c.op == op and c.label == label)
+
+
+class WrongSignMul(fn.Mul):
+    @staticmethod
+    def backward(ctx, grad):
+        grad_a, grad_b = fn.Mul.backward(ctx, grad)
+        return (None if grad_a is None else -grad_a), grad_b
+
+
+class UnreducedAdd(fn.Add):
+    @staticmethod
+    def backward(ctx, grad):
+        # the mistake: the broadcast gradient is returned unsummed
+        return grad, grad
+
+
+class ForgetfulAffine(fn.Affine):
+    @staticmethod
+    def backward(ctx, grad):
+        grad_x, grad_w, grad_b = fn.Affine.backward(ctx, grad)
+        return grad_x, grad_w, None if grad_b is None else grad_b * 0.5
+
+
+class NonDifferentiableSigmoid(fn.Sigmoid):
+    @staticmethod
+    def backward(ctx, grad):
+        (y,) = ctx.saved_tensors
+        # the mistake: detaching breaks double backward while first-order stays right
+        return grad * (y * (1 - y)).detach()
+
+
+def _ops_with(**overrides):
+    from types import SimpleNamespace
+
+    from handgrad.functional import get_ops
+
+    ops = vars(get_ops("hand")).copy()
+    ops.update(overrides)
+    return SimpleNamespace(**ops)
+
+
+def test_gradcheck_catches_a_wrong_sign():
+    ops = _ops_with(mul=lambda a, b: WrongSignMul.apply(a, b))
+    result = check_gradients(_case("mul", "matrix"), ops, "grad")
+    assert not result.ok
+    assert "Jacobian mismatch" in result.message
+
+
+def test_parity_catches_a_wrong_sign_in_float64_and_float32():
+    ops = _ops_with(mul=lambda a, b: WrongSignMul.apply(a, b))
+    for dtype in (torch.float64, torch.float32):
+        assert not check_parity(_case("mul", "matrix"), dtype, hand=ops).ok
+
+
+def test_gradcheck_catches_a_halved_bias_gradient():
+    ops = _ops_with(affine=lambda x, w, b=None: ForgetfulAffine.apply(x, w, b))
+    assert not check_gradients(_case("affine", "matrix + bias"), ops, "grad").ok
+
+
+def test_a_missing_broadcast_reduction_slips_past_gradcheck_but_not_the_shape_check():
+    case = _case("add", "(2,1)x(2,)")
+    ops = _ops_with(add=lambda a, b: UnreducedAdd.apply(a, b))
+    # autograd quietly sums the wrong-shaped gradient, so gradcheck cannot see the bug ...
+    assert check_gradients(case, ops, "grad").ok
+    # ... but calling backward directly does
+    result = check_backward_shapes(case, function=UnreducedAdd)
+    assert not result.ok
+    assert "gradient shape" in result.message
+    assert check_backward_shapes(case).ok
+
+
+def test_gradgradcheck_catches_a_backward_that_is_not_differentiable():
+    ops = _ops_with(sigmoid=lambda x: NonDifferentiableSigmoid.apply(x))
+    case = _case("sigmoid", "matrix")
+    assert check_gradients(case, ops, "grad").ok
+    assert not check_gradients(case, ops, "gradgrad").ok

@@ -1,0 +1,54 @@
+"""The gradient-check matrix: every check of handgrad.check over every row of its table."""
+
+import pytest
+import torch
+
+from handgrad.check import CASES, CHECKS, run_check
+from handgrad.functional import OP_NAMES
+
+
+@pytest.mark.parametrize("check", list(CHECKS))
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_matrix(case, check, device):
+    result = run_check(case, check, device)
+    assert result.ok, f"{case.name} {check}: {result.message}"
+
+
+def test_every_op_has_rows_for_every_kind_of_input():
+    ops = {c.op for c in CASES}
+    assert ops == set(OP_NAMES)
+    labels = {c.label for c in CASES}
+    for needed in ["0-d", "empty", "vector", "matrix", "3-d", "(2,1)x(2,)", "(1,3,2)x(3,2)",
+                   "(3,1,2)x(1,3,2)", "tensor x number", "transposed", "strided x broadcast",
+                   "matrix, no bias", "3-d batch"]:
+        assert needed in labels
+
+
+def test_transposed_and_strided_rows_really_are_non_contiguous():
+    for case in CASES:
+        if "transposed" in case.label or "strided" in case.label:
+            gen = torch.Generator().manual_seed(0)
+            inputs = case.make(torch.float64, "cpu", gen)
+            assert any(isinstance(x, torch.Tensor) and not x.is_contiguous() for x in inputs), case.name
+
+
+def test_check_report_runs_and_exits_zero(capsys):
+    from handgrad.check import main
+
+    assert main(["--op", "relu", "affine"]) == 0
+    out = capsys.readouterr().out
+    assert "| relu" in out and "| affine" in out and "0 failed" in out
+
+
+def test_check_report_rejects_unknown_op_and_missing_cuda(capsys):
+    from handgrad.check import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--op", "softmax"])
+    assert exc.value.code == 2
+    assert "unknown op softmax" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit) as exc:
+            main(["--device", "cuda"])
+        assert exc.value.code == 2
+        assert "CUDA is not available" in capsys.readouterr().err
