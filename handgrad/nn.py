@@ -1,0 +1,76 @@
+"""Modules that take an ops namespace: the same code runs hand-written or native ops.
+
+Parameters are created and initialized exactly as ``torch.nn.Linear`` does, with the global RNG,
+so the same seed gives the same weights whichever ops a module uses, and ``state_dict`` names do
+not depend on the ops either: a checkpoint moves between hand and native.
+"""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import torch
+from torch import nn
+
+from .functional import get_ops
+
+__all__ = ["Affine", "ReLU", "Sigmoid", "resolve_ops"]
+
+
+def resolve_ops(ops: str | SimpleNamespace) -> SimpleNamespace:
+    return get_ops(ops) if isinstance(ops, str) else ops
+
+
+class Affine(nn.Module):
+    """y = x Wᵀ + b with weight (out, in) and bias (out,), computed by ``ops.affine``."""
+
+    def __init__(self, ops, in_features: int, out_features: int, bias: bool = True,
+                 device=None, dtype=None) -> None:
+        super().__init__()
+        self.ops = resolve_ops(ops)
+        self.in_features, self.out_features = in_features, out_features
+        factory = {"device": device, "dtype": dtype}
+        self.weight = nn.Parameter(torch.empty(out_features, in_features, **factory))
+        self.bias = nn.Parameter(torch.empty(out_features, **factory)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        # the nn.Linear initialization: U(-1/sqrt(in), 1/sqrt(in)) for both (kaiming_uniform, a=sqrt(5))
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            bound = 1 / math.sqrt(self.in_features) if self.in_features > 0 else 0
+            nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.ops.affine(x, self.weight, self.bias)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, ops={self.ops.kind}"
+
+
+class _Activation(nn.Module):
+    name = ""
+
+    def __init__(self, ops) -> None:
+        super().__init__()
+        self.ops = resolve_ops(ops)
+        self.fn = getattr(self.ops, self.name)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fn(x)
+
+    def extra_repr(self) -> str:
+        return f"ops={self.ops.kind}"
+
+
+class ReLU(_Activation):
+    """max(x, 0) through ``ops.relu``."""
+
+    name = "relu"
+
+
+class Sigmoid(_Activation):
+    """1 / (1 + e^-x) through ``ops.sigmoid``."""
+
+    name = "sigmoid"
