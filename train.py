@@ -79,8 +79,15 @@ def _hidden(text: str) -> list[int]:
     return sizes
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argparse parser whose errors are one line (no usage dump), exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see python train.py --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         description="Train an MLP on MNIST with hand-written (or native) autograd ops.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -96,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--loss", choices=["ce", "mse"], default="ce", help="cross-entropy or squared error")
     p.add_argument("--ops", choices=["hand", "native", "compare"], default="hand",
                    help="handgrad's ops, PyTorch's, or hand with native gradients checked every step")
-    p.add_argument("--compare-tol", type=_non_negative_float, default=1e-3,
+    p.add_argument("--compare-tol", type=_non_negative_float, default=1e-4,
                    help="with --ops compare: largest relative gradient error allowed")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="parameter and data dtype")
@@ -271,6 +278,9 @@ def main(argv: list[str] | None = None) -> dict:
     torch.autograd.set_detect_anomaly(args.detect_anomaly)
     if args.save:
         _check_writable(Path(args.save), "--save")
+    logdir = None if args.no_log else (args.logdir or _default_logdir(args))
+    if logdir:
+        _check_writable(Path(logdir), "--logdir")
 
     # 2. data -------------------------------------------------------------------------------------
     data = load_mnist(args.data_dir, device=device, dtype=dtype, download=not args.no_download,
@@ -336,9 +346,6 @@ def main(argv: list[str] | None = None) -> dict:
         }
 
     # 5. writer -------------------------------------------------------------------------------
-    logdir = None if args.no_log else (args.logdir or _default_logdir(args))
-    if logdir:
-        _check_writable(Path(logdir), "--logdir")
     monitor = Monitor(logdir, model, log_every=args.log_every, hist_every=args.hist_every)
     monitor.config({**config, "device": str(device), "data": data.source})
 
@@ -430,6 +437,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"compare: {step} steps, largest relative gradient error {compare_worst[worst_name]:.3g} "
               f"({worst_name}), tolerance {args.compare_tol:g}")
     summary = {**metrics, "history": history, "source": data.source, "logdir": logdir, "device": str(device),
+               "model": model,
                "train_seconds": sum(h["seconds"] for h in history)}
     if twin is not None:
         summary["compare_worst"] = compare_worst

@@ -18,3 +18,23 @@ DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
 @pytest.fixture(params=DEVICES)
 def device(request):
     return request.param
+
+
+def _mnist_dir():
+    from pathlib import Path
+
+    for candidate in (os.environ.get("HANDGRAD_DATA"), str(Path(__file__).resolve().parents[2] / "shared" / "data")):
+        if candidate and (Path(candidate) / "MNIST" / "raw" / "train-images-idx3-ubyte").exists():
+            return str(Path(candidate).resolve())
+    return None
+
+
+MNIST_DIR = _mnist_dir()
+
+
+@pytest.fixture
+def mnist_dir():
+    """The real MNIST files (../shared/data in CI); tests that need them skip elsewhere."""
+    if MNIST_DIR is None:
+        pytest.skip("the MNIST files are not here: set HANDGRAD_DATA to the folder holding MNIST/raw")
+    return MNIST_DIR
