@@ -298,9 +298,11 @@ def main(argv: list[str] | None = None) -> dict:
                                 nesterov=args.momentum > 0)
     steps_per_epoch = data.steps_per_epoch(args.batch_size)
     total_steps = args.epochs * steps_per_epoch
-    if args.schedule == "onecycle":
+    if args.schedule == "onecycle" and total_steps >= 4:
+        # NOTE: warm up for a quarter of the run, but at least 2 steps: OneCycleLR divides by
+        # zero when its warm-up phase is a single step.
         scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=args.lr, total_steps=total_steps, pct_start=0.25,
+            optimizer, max_lr=args.lr, total_steps=total_steps, pct_start=max(0.25, 2 / total_steps),
             cycle_momentum=False)
     else:
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
