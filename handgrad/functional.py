@@ -197,7 +197,7 @@ def cross_entropy(logits, target):
         )
     classes = logits.shape[-1]
     if target.numel() and not _transforms_active() and not _is_compiling():
-        low, high = int(target.min()), int(target.max())
+        low, high = torch.stack(torch.aminmax(target)).tolist()  # one pass, one host sync
         if low < 0 or high >= classes:
             raise ValueError(
                 f"cross_entropy: target values must lie in [0, {classes - 1}] for {classes} classes, "

@@ -1,0 +1,67 @@
+"""Shared pieces of the benchmarks: interleaved timing, machine description, output."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+from torch.utils import benchmark
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # so that `python bench/x.py` finds train.py and models/
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--smoke", action="store_true", help="smallest settings, to check the script runs")
+    p.add_argument("--out", default=None, help="JSON output (default: bench/results/<name>.json)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    return p
+
+
+def machine(device: str) -> str:
+    cpu = platform.processor() or platform.machine()
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
+    return f"{os.cpu_count()}-core {cpu} CPU, {torch.get_num_threads()} threads, torch {torch.__version__}"
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def interleaved(fns: dict, rounds: int, min_run_time: float) -> dict[str, list[float]]:
+    """Median seconds per call of each fn, measured in alternation ``rounds`` times."""
+    times = {k: [] for k in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            t = benchmark.Timer(stmt="fn()", globals={"fn": fn}).blocked_autorange(min_run_time=min_run_time)
+            times[name].append(t.median)
+    return times
+
+
+def ratio(times: dict[str, list[float]], a: str = "hand", b: str = "native") -> float:
+    """The median over rounds of a/b, each round's pair measured back to back."""
+    return statistics.median(x / y for x, y in zip(times[a], times[b]))
+
+
+def table(header: list[str], rows: list[list]) -> str:
+    fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)  # noqa: E731
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write(name: str, args, payload: dict, markdown: str) -> None:
+    print(markdown)
+    out = Path(args.out) if args.out else ROOT / "bench" / "results" / f"{name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"benchmark": name, "machine": machine(args.device), **payload}, indent=2))
+    print(f"\n{machine(args.device)}; JSON in {out}")

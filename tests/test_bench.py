@@ -1,0 +1,33 @@
+"""Every benchmark runs with its smallest settings, so none of them rots. No time is asserted."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = ["ops", "step", "memory", "data", "tb_logging", "time_to_98"]
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_benchmark_smoke(name, tmp_path):
+    out = tmp_path / f"{name}.json"
+    proc = subprocess.run([sys.executable, f"bench/{name}.py", "--smoke", "--out", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.lstrip().startswith("|")  # a markdown table
+    payload = json.loads(out.read_text())
+    assert payload["benchmark"] and payload["machine"]
+
+
+def test_saved_bytes_hand_never_exceed_native():
+    # memory is counted, not timed, so this one target can be a test
+    sys.path.insert(0, str(ROOT / "bench"))
+    from memory import saved_bytes
+
+    for activation, loss in (("relu", "ce"), ("sigmoid", "ce"), ("relu", "mse"), ("sigmoid", "mse")):
+        hand = saved_bytes("hand", 32, [64, 32], activation, loss)
+        native = saved_bytes("native", 32, [64, 32], activation, loss)
+        assert hand[1] <= native[1], (activation, loss, hand, native)
