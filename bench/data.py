@@ -7,10 +7,9 @@ The DataLoader path is the classic one: ToTensor + Normalize per sample, batch 1
 
 import time
 
-from common import parser, table, write
-
 import torch
 import torchvision
+from common import parser, table, write
 from torchvision import transforms
 
 from handgrad.data import MEAN, STD, load_mnist, resolve_data_dir
@@ -28,7 +27,7 @@ def main():
     load_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     n = 0
-    for x, y in data.batches(128, epoch=0, seed=0):
+    for _x, y in data.batches(128, epoch=0, seed=0):
         n += y.numel()
     ours = time.perf_counter() - t0
 

@@ -4,9 +4,8 @@ Counted with torch.autograd.graph.saved_tensors_hooks, so the number is the same
 A tensor saved twice (or saved by two ops) is counted once, by its storage.
 """
 
-from common import parser, table, write
-
 import torch
+from common import parser, table, write
 from torch.autograd.graph import saved_tensors_hooks
 
 from handgrad.functional import get_ops

@@ -1,8 +1,7 @@
 """Per op, forward + backward, hand vs native, small and large: python bench/ops.py"""
 
-from common import interleaved, parser, ratio, sync, table, write
-
 import torch
+from common import interleaved, parser, ratio, sync, table, write
 
 from handgrad.functional import get_ops
 

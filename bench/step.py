@@ -1,8 +1,7 @@
 """A full training step of the default MLP, hand vs native: python bench/step.py [--device cuda]"""
 
-from common import interleaved, parser, ratio, sync, table, write
-
 import torch
+from common import interleaved, parser, ratio, sync, table, write
 
 from handgrad.functional import get_ops
 from models.mlp import MLP

@@ -316,7 +316,8 @@ class ReLU(_Op):
         (y,) = ctx.saved_tensors
         if not ctx.needs_input_grad[0]:
             return None
-        return grad * (y > 0).to(grad.dtype)
+        # NOTE: a select, not grad * mask: one kernel fewer, and still differentiable in grad.
+        return torch.where(y > 0, grad, 0.0)
 
     @staticmethod
     def jvp(ctx, tx):
