@@ -265,7 +265,7 @@ def _check_writable(path: Path, what: str) -> None:
 def main(argv: list[str] | None = None) -> dict:
     """Train and return the final metrics; expected failures raise TrainError or DataError."""
     args = build_parser().parse_args(argv)
-    config = {k: v for k, v in vars(args).items()}
+    config = dict(vars(args))
     config["hidden"] = list(args.hidden)
 
     # 1. seed, device, dtype --------------------------------------------------------------------

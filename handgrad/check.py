@@ -150,7 +150,7 @@ def _ce(n, c):
     return make
 
 
-def _l2(*shapes, lam=0.3):
+def _l2(*shapes):
     return lambda d, dev, g: tuple(_randn(s, d, dev, g) for s in shapes)
 
 

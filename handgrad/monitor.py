@@ -143,7 +143,6 @@ class Monitor:
             return
         text = "\n".join(f"    {k}: {v}" for k, v in sorted(config.items()))
         self.writer.add_text("config", text, 0)
-        self._config = dict(config)
 
     def hparams(self, config: Mapping, metrics: Mapping[str, float]) -> None:
         if self.writer is None:
