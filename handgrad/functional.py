@@ -1,8 +1,10 @@
 """The lowercase API: validated calls into the hand-written ops, and ``get_ops``.
 
 Each function checks its arguments (one clear ``TypeError``/``ValueError`` naming the op, the
-argument and the shapes or dtypes), then calls its ``autograd.Function``. Inside
-``torch.compile`` it calls the Function's twin without ``jvp`` (see :func:`handgrad.functions.compile_twin`).
+argument and the shapes or dtypes), then calls its ``autograd.Function`` in one of three forms
+built from the same static methods: the op itself under ``torch.func`` transforms, its twin
+without ``jvp`` inside ``torch.compile`` (:func:`handgrad.functions.compile_twin`), and otherwise
+its ctx-first twin, which has the least per-call overhead (:func:`handgrad.functions.fast_twin`).
 
 ``get_ops("hand")`` and ``get_ops("native")`` return namespaces with the same names, so a model
 or a test switches implementation with one argument and never branches on which it got.
@@ -39,8 +41,13 @@ _transforms_active = torch._C._are_functorch_transforms_active
 
 
 def _apply(name: str, *args):
+    """Call op ``name`` in the form that suits the context (see :mod:`handgrad.functions`)."""
     # NOTE: looked up by name: Dynamo traces a constant-string dict lookup without a break.
-    return (fn.TWINS if _is_compiling() else fn.EAGER)[name].apply(*args)
+    if _is_compiling():
+        return fn.COMPILED[name].apply(*args)
+    if _transforms_active():
+        return fn.FUNCTIONS[name].apply(*args)
+    return fn.FAST[name].apply(*args)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -71,11 +78,14 @@ def _check_operand(op: str, name: str, x) -> None:
         raise TypeError(f"{op}: {name} must be a tensor or a real Python number, got {_describe(x)}.")
 
 
-def _check_same_device(op: str, **tensors) -> None:
-    found = [(n, t) for n, t in tensors.items() if isinstance(t, torch.Tensor)]
-    devices = {t.device for _, t in found}
-    if len(devices) > 1:
-        where = ", ".join(f"{n} on {t.device}" for n, t in found)
+def _check_same_device(op: str, names, tensors: Sequence) -> None:
+    """``tensors[i]`` is called ``names[i]`` in the message (``names`` may be a function that
+    returns the names: it is called only to write one); entries that are not tensors are skipped."""
+    found = [t for t in tensors if isinstance(t, torch.Tensor)]
+    device = found[0].device
+    if any(t.device != device for t in found[1:]):
+        names = names() if callable(names) else names
+        where = ", ".join(f"{n} on {t.device}" for n, t in zip(names, tensors) if isinstance(t, torch.Tensor))
         raise ValueError(f"{op}: all tensors must be on one device, got {where}; move them with .to().")
 
 
@@ -96,7 +106,7 @@ def _binary(op: str, a, b) -> None:
     if not (isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor)):
         raise TypeError(f"{op}: at least one of a and b must be a tensor, got two numbers.")
     if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
-        _check_same_device(op, a=a, b=b)
+        _check_same_device(op, ("a", "b"), (a, b))
         if a.shape != b.shape:
             _check_broadcast(op, a, b)
 
@@ -122,7 +132,7 @@ def maximum(a, b):
     """Elementwise max(a, b) of two tensors that broadcast; ties split the gradient as torch does."""
     _check_float("maximum", "a", a)
     _check_float("maximum", "b", b)
-    _check_same_device("maximum", a=a, b=b)
+    _check_same_device("maximum", ("a", "b"), (a, b))
     if a.shape != b.shape:
         _check_broadcast("maximum", a, b)
     return _apply("Maximum", a, b)
@@ -146,7 +156,7 @@ def affine(x, weight, bias=None):
     _check_float("affine", "weight", weight)
     if bias is not None:
         _check_float("affine", "bias", bias)
-    _check_same_device("affine", x=x, weight=weight, bias=bias)
+    _check_same_device("affine", ("x", "weight", "bias"), (x, weight, bias))
     if weight.dim() != 2:
         raise ValueError(f"affine: weight must be 2-d (out, in), got shape {tuple(weight.shape)}.")
     if x.dim() < 1 or x.shape[-1] != weight.shape[1]:
@@ -175,7 +185,7 @@ def l2_penalty(weights, lam: float):
         raise TypeError(f"l2_penalty: lam must be a real Python number, got {_describe(lam)}.")
     for i, w in enumerate(weights):
         _check_float("l2_penalty", f"weights[{i}]", w)
-    _check_same_device("l2_penalty", **{f"weights[{i}]": w for i, w in enumerate(weights)})
+    _check_same_device("l2_penalty", lambda: [f"weights[{i}]" for i in range(len(weights))], weights)
     return _apply("L2Penalty", float(lam), *weights)
 
 
@@ -189,7 +199,7 @@ def cross_entropy(logits, target):
             f"cross_entropy: target must hold integer class indices (int64), got dtype {target.dtype}; "
             "class probabilities are not supported."
         )
-    _check_same_device("cross_entropy", logits=logits, target=target)
+    _check_same_device("cross_entropy", ("logits", "target"), (logits, target))
     if logits.dim() not in (1, 2) or tuple(target.shape) != tuple(logits.shape[:-1]):
         raise ValueError(
             f"cross_entropy: logits must be (N, C) with target (N,), or (C,) with a 0-d target; "
@@ -197,7 +207,8 @@ def cross_entropy(logits, target):
         )
     classes = logits.shape[-1]
     if target.numel() and not _transforms_active() and not _is_compiling():
-        low, high = torch.stack(torch.aminmax(target)).tolist()  # one pass, one host sync
+        low, high = torch.aminmax(target)  # one pass over the targets
+        low, high = low.item(), high.item()
         if low < 0 or high >= classes:
             raise ValueError(
                 f"cross_entropy: target values must lie in [0, {classes - 1}] for {classes} classes, "
@@ -212,7 +223,7 @@ def mse_loss(pred, target):
     """Mean squared error mean((pred - target)²); the shapes must match."""
     _check_float("mse_loss", "pred", pred)
     _check_float("mse_loss", "target", target)
-    _check_same_device("mse_loss", pred=pred, target=target)
+    _check_same_device("mse_loss", ("pred", "target"), (pred, target))
     if pred.shape != target.shape:
         raise ValueError(
             f"mse_loss: pred {tuple(pred.shape)} and target {tuple(target.shape)} must have the "

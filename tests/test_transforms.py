@@ -139,14 +139,16 @@ def test_compile_fullgraph_matches_eager(backend):
     torch.testing.assert_close(results[1][0], native, rtol=1e-5, atol=1e-6)
 
 
-def test_the_compile_twin_has_no_jvp_and_the_eager_op_does():
-    from handgrad.functions import EAGER, TWINS
+def test_the_twins_share_the_ops_methods_and_only_the_compile_twin_lacks_jvp():
+    from handgrad.functions import COMPILED, FAST, FUNCTIONS
 
-    for name, cls in EAGER.items():
+    for name, cls in FUNCTIONS.items():
         assert "jvp" in cls.__dict__
-        twin = TWINS[name]
+        twin = COMPILED[name]
         assert "jvp" not in twin.__dict__
-        assert twin.backward is cls.backward
+        assert twin.backward is cls.backward and twin.forward is cls.forward
+        fast = FAST[name]
+        assert fast.backward is cls.backward and fast.jvp is cls.jvp
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
