@@ -38,18 +38,35 @@ def sync(device: str) -> None:
 
 
 def interleaved(fns: dict, rounds: int, min_run_time: float) -> dict[str, list[float]]:
-    """Median seconds per call of each fn, measured in alternation ``rounds`` times."""
+    """Median seconds per call of each fn, measured in alternation ``rounds`` times.
+
+    The order flips every round, so a slow drift of the machine does not favour either side.
+    """
     times = {k: [] for k in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
+    items = list(fns.items())
+    for r in range(rounds):
+        for name, fn in items if r % 2 == 0 else items[::-1]:
             t = benchmark.Timer(stmt="fn()", globals={"fn": fn}).blocked_autorange(min_run_time=min_run_time)
             times[name].append(t.median)
     return times
 
 
+def _round_ratios(times: dict[str, list[float]], a: str, b: str) -> list[float]:
+    return [x / y for x, y in zip(times[a], times[b])]
+
+
 def ratio(times: dict[str, list[float]], a: str = "hand", b: str = "native") -> float:
     """The median over rounds of a/b, each round's pair measured back to back."""
-    return statistics.median(x / y for x, y in zip(times[a], times[b]))
+    return statistics.median(_round_ratios(times, a, b))
+
+
+def ratio_spread(times: dict[str, list[float]], a: str = "hand", b: str = "native") -> tuple[float, float]:
+    """The quartiles (25%, 75%) of the per-round ratios a/b: how much to trust :func:`ratio`."""
+    ratios = _round_ratios(times, a, b)
+    if len(ratios) < 2:
+        return ratios[0], ratios[0]
+    q1, _, q3 = statistics.quantiles(ratios, n=4)
+    return q1, q3
 
 
 def table(header: list[str], rows: list[list]) -> str:

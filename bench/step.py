@@ -1,7 +1,7 @@
 """A full training step of the default MLP, hand vs native: python bench/step.py [--device cuda]"""
 
 import torch
-from common import interleaved, parser, ratio, sync, table, write
+from common import interleaved, parser, ratio, ratio_spread, sync, table, write
 
 from handgrad.functional import get_ops
 from models.mlp import MLP
@@ -29,7 +29,7 @@ def main():
     args = parser(__doc__).parse_args()
     batches = [128, 512] if not args.smoke else [8]
     hidden = [256, 128] if not args.smoke else [16]
-    rounds, min_time = (1, 0.01) if args.smoke else (7, 0.5)
+    rounds, min_time = (1, 0.01) if args.smoke else (15, 0.3)
     rows, payload = [], {}
     for batch in batches:
         fns = {k: make_step(k, batch, args.device, hidden) for k in ("hand", "native")}
@@ -37,12 +37,13 @@ def main():
             for _ in range(5):
                 f()  # warm-up
         times = interleaved(fns, rounds, min_time)
-        r = ratio(times)
+        r, (q1, q3) = ratio(times), ratio_spread(times)
         h, n = min(times["hand"]) * 1e3, min(times["native"]) * 1e3
-        rows.append([batch, args.device, h, n, r])
-        payload[str(batch)] = {"hand_ms": h, "native_ms": n, "ratio": r}
+        rows.append([batch, args.device, h, n, r, f"{q1:.3f}-{q3:.3f}"])
+        payload[str(batch)] = {"hand_ms": h, "native_ms": n, "ratio": r, "ratio_quartiles": [q1, q3],
+                               "rounds": rounds}
     write(f"step-{args.device.split(':')[0]}", args, {"results": payload},
-          table(["batch", "device", "hand ms/step", "native ms/step", "hand / native"], rows))
+          table(["batch", "device", "hand ms/step", "native ms/step", "hand / native", "middle half of rounds"], rows))
 
 
 if __name__ == "__main__":
