@@ -349,7 +349,8 @@ class Sigmoid(_Op):
         # NOTE: e^min(x,0) / (1 + e^-|x|) is 1 / (1 + e^-x) for x ≥ 0 and e^x / (1 + e^x) for
         # x < 0: both exponents are ≤ 0, so nothing overflows for any finite x in any float
         # dtype, and there is no branch (a select on x ≥ 0 costs more than a second exp on CPU).
-        return torch.exp(x.clamp_max(0)) / (1 + torch.exp(-x.abs()))
+        # forward runs without a graph, so the ops may overwrite their own temporaries.
+        return x.clamp_max(0).exp_().div_(x.abs().neg_().exp_().add_(1))
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -494,11 +495,6 @@ def _shifted(logits: torch.Tensor) -> torch.Tensor:
     return logits - logits.amax(dim=-1, keepdim=True).detach()
 
 
-def _softmax(logits: torch.Tensor) -> torch.Tensor:
-    e = _shifted(logits).exp()
-    return e / e.sum(dim=-1, keepdim=True)
-
-
 class CrossEntropy(_Op):
     """L = mean_n(logsumexp(z_n) - z_n[t_n]); dL/dz = (softmax(z) - onehot(t)) / N.
 
@@ -509,9 +505,10 @@ class CrossEntropy(_Op):
     @autocast_forward("float32")
     def forward(logits, target):
         # NOTE: with s = z - max(z), logsumexp(z) - z[t] = log Σ e^s - s[t]: no N×C log-softmax.
+        # forward runs without a graph, so exp may overwrite its own temporary (one N×C buffer).
         shifted = _shifted(logits)
         picked = shifted.gather(-1, target.unsqueeze(-1)).squeeze(-1)
-        return (shifted.exp().sum(dim=-1).log() - picked).mean()
+        return (shifted.exp_().sum(dim=-1).log() - picked).mean()
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -523,10 +520,18 @@ class CrossEntropy(_Op):
         ctx.save_for_forward(logits, target)
 
     @staticmethod
-    def _softmax_minus_onehot(logits, target):
-        probs = _softmax(logits)
-        onehot = torch.zeros_like(probs).scatter(-1, target.unsqueeze(-1), 1.0)
-        return probs - onehot
+    def _scaled_gradient(logits, target, scale):
+        """scale · (softmax(z) - onehot(t)), differentiable in z and in a tensor ``scale``.
+
+        NOTE: scale goes into the (N, 1) divisor and the one-hot term is a scatter-add of -scale,
+        so the N×C work is one exp, one multiply and one scatter: three N×C buffers, not seven.
+        """
+        e = _shifted(logits).exp()
+        if not isinstance(scale, torch.Tensor):
+            scale = e.new_tensor(scale)
+        index = target.unsqueeze(-1)
+        out = e * (scale / e.sum(dim=-1, keepdim=True))
+        return out.scatter_add(-1, index, (-scale).to(out.dtype).expand(index.shape))
 
     @staticmethod
     def _per_sample(target) -> float:
@@ -537,15 +542,14 @@ class CrossEntropy(_Op):
         logits, target = ctx.saved_tensors
         if not ctx.needs_input_grad[0]:
             return None, None
-        # NOTE: grad is 0-d: fold 1/N into it rather than divide the N×C matrix.
-        scale = grad * CrossEntropy._per_sample(target)
-        grad_logits = CrossEntropy._softmax_minus_onehot(logits, target) * scale
-        return _like(grad_logits, ctx.metas[0]), None
+        scale = grad * CrossEntropy._per_sample(target)  # grad is 0-d: fold 1/N into it
+        return _like(CrossEntropy._scaled_gradient(logits, target, scale), ctx.metas[0]), None
 
     @staticmethod
     def jvp(ctx, tlogits, _ttarget):
         logits, target = ctx.saved_tensors
-        return (CrossEntropy._softmax_minus_onehot(logits, target) * tlogits).sum() * CrossEntropy._per_sample(target)
+        slope = CrossEntropy._scaled_gradient(logits, target, CrossEntropy._per_sample(target))
+        return (slope * tlogits).sum()
 
 
 class MSELoss(_Op):
@@ -609,16 +613,16 @@ def fast_twin(cls: type[torch.autograd.Function]) -> type[torch.autograd.Functio
     ctx-first style cannot run under ``torch.func`` transforms, so the lowercase API uses this twin
     only when no transform is active and Dynamo is not tracing. Its forward calls the op's own
     ``forward`` and ``setup_context``; ``backward`` and ``jvp`` are the op's own static methods.
+    Unlike the op's own ``apply``, the twin's takes every argument (no defaults filled in).
     """
     forward, setup_context = cls.forward, cls.setup_context
-    signature = inspect.signature(forward)
-    positional = sum(p.kind is p.POSITIONAL_OR_KEYWORD for p in signature.parameters.values())
+    positional = sum(p.kind is p.POSITIONAL_OR_KEYWORD for p in inspect.signature(forward).parameters.values())
 
     def ctx_forward(ctx, *args):
-        if len(args) < positional:  # defaults left out: setup_context sees every argument
-            bound = signature.bind(*args)
-            bound.apply_defaults()
-            args = bound.args
+        if len(args) < positional:
+            # NOTE: nothing fills in defaults here, and backward returns one gradient per
+            # argument; the lowercase API always passes every argument.
+            raise TypeError(f"{cls.__name__}Fast.apply takes all {positional} arguments, got {len(args)}.")
         output = forward(*args)
         setup_context(ctx, args, output)
         return output

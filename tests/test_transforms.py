@@ -151,6 +151,40 @@ def test_the_twins_share_the_ops_methods_and_only_the_compile_twin_lacks_jvp():
         assert fast.backward is cls.backward and fast.jvp is cls.jvp
 
 
+def test_the_lowercase_api_runs_the_fast_twin_in_eager_code_and_the_op_under_transforms(monkeypatch):
+    from handgrad import functions as fn
+
+    calls = []
+
+    class Spy(fn.ReLU):
+        @staticmethod
+        def forward(x):
+            calls.append(x.shape)
+            return fn.ReLU.forward(x)
+
+    monkeypatch.setitem(fn.FUNCTIONS, "ReLU", Spy)
+    x = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
+    assert type(HAND.relu(x).grad_fn).__name__ == "ReLUFastBackward"
+    assert calls == []  # eager: the twin, not the op
+    out = torch.func.vmap(HAND.relu)(x.detach())
+    assert calls, "vmap did not run the op itself"
+    torch.testing.assert_close(out, torch.relu(x.detach()), rtol=0, atol=0)
+
+
+def test_the_fast_twin_takes_every_argument_and_the_op_fills_in_defaults():
+    from handgrad.functions import FAST, Affine
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(2, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    with pytest.raises(TypeError, match="takes all 3 arguments, got 2"):
+        FAST["Affine"].apply(x, w)
+    out = Affine.apply(x, w)  # the op itself binds bias=None
+    torch.testing.assert_close(out, FAST["Affine"].apply(x, w, None), rtol=0, atol=0)
+    out.sum().backward()
+    torch.testing.assert_close(x.grad, torch.ones(4, 2, dtype=torch.float64) @ w.detach(), rtol=0, atol=0)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
 def test_cuda_mlp_gradients_match_native_and_cpu():
     cpu = _params(torch.float64, "cpu")
