@@ -37,18 +37,27 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def interleaved(fns: dict, rounds: int, min_run_time: float) -> dict[str, list[float]]:
-    """Median seconds per call of each fn, measured in alternation ``rounds`` times.
+def alternate(fns: dict, rounds: int) -> dict[str, list[float]]:
+    """Call each fn once per round and collect what it returns (a measurement in seconds).
 
-    The order flips every round, so a slow drift of the machine does not favour either side.
+    The order flips every round, so a slow drift of the machine does not favour either side, and
+    each round's measurements are taken back to back: compare them pairwise (:func:`ratio`).
     """
-    times = {k: [] for k in fns}
+    results = {k: [] for k in fns}
     items = list(fns.items())
     for r in range(rounds):
         for name, fn in items if r % 2 == 0 else items[::-1]:
-            t = benchmark.Timer(stmt="fn()", globals={"fn": fn}).blocked_autorange(min_run_time=min_run_time)
-            times[name].append(t.median)
-    return times
+            results[name].append(fn())
+    return results
+
+
+def interleaved(fns: dict, rounds: int, min_run_time: float) -> dict[str, list[float]]:
+    """Median seconds per call of each fn (torch.utils.benchmark), measured in alternation."""
+
+    def timed(fn):
+        return lambda: benchmark.Timer(stmt="fn()", globals={"fn": fn}).blocked_autorange(min_run_time=min_run_time).median
+
+    return alternate({k: timed(fn) for k, fn in fns.items()}, rounds)
 
 
 def _round_ratios(times: dict[str, list[float]], a: str, b: str) -> list[float]:
