@@ -5,6 +5,10 @@ pass/fail and the largest error found) and exits 1 if anything fails. The test s
 same table and the same check functions, so a new op is one row here and is then checked
 everywhere.
 
+The checks call the ops through an ops namespace (the lowercase API), so in eager code they check
+the fast twin that training runs; under ``vmap`` the API runs the op itself, which the ``batched``
+check covers. ``shapes`` calls the op's ``backward`` directly (the twins share it).
+
 Checks (all in float64 unless the name says otherwise):
 
 * ``grad``      torch.autograd.gradcheck; error = max |J_backward - J_numerical|

@@ -78,15 +78,18 @@ def _check_operand(op: str, name: str, x) -> None:
         raise TypeError(f"{op}: {name} must be a tensor or a real Python number, got {_describe(x)}.")
 
 
-def _check_same_device(op: str, names, tensors: Sequence) -> None:
-    """``tensors[i]`` is called ``names[i]`` in the message (``names`` may be a function that
-    returns the names: it is called only to write one); entries that are not tensors are skipped."""
-    found = [t for t in tensors if isinstance(t, torch.Tensor)]
-    device = found[0].device
-    if any(t.device != device for t in found[1:]):
-        names = names() if callable(names) else names
-        where = ", ".join(f"{n} on {t.device}" for n, t in zip(names, tensors) if isinstance(t, torch.Tensor))
-        raise ValueError(f"{op}: all tensors must be on one device, got {where}; move them with .to().")
+def _check_same_device(op: str, names, *tensors) -> None:
+    """All of ``tensors`` (None entries skipped) on the first one's device.
+
+    ``tensors[i]`` is called ``names[i]`` in the message; ``names`` may be a function that returns
+    them, called only to write the message.
+    """
+    device = tensors[0].device
+    for t in tensors[1:]:
+        if t is not None and t.device != device:
+            names = names() if callable(names) else names
+            where = ", ".join(f"{n} on {t.device}" for n, t in zip(names, tensors) if t is not None)
+            raise ValueError(f"{op}: all tensors must be on one device, got {where}; move them with .to().")
 
 
 def _check_broadcast(op: str, a, b) -> None:
@@ -106,7 +109,7 @@ def _binary(op: str, a, b) -> None:
     if not (isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor)):
         raise TypeError(f"{op}: at least one of a and b must be a tensor, got two numbers.")
     if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
-        _check_same_device(op, ("a", "b"), (a, b))
+        _check_same_device(op, ("a", "b"), a, b)
         if a.shape != b.shape:
             _check_broadcast(op, a, b)
 
@@ -132,7 +135,7 @@ def maximum(a, b):
     """Elementwise max(a, b) of two tensors that broadcast; ties split the gradient as torch does."""
     _check_float("maximum", "a", a)
     _check_float("maximum", "b", b)
-    _check_same_device("maximum", ("a", "b"), (a, b))
+    _check_same_device("maximum", ("a", "b"), a, b)
     if a.shape != b.shape:
         _check_broadcast("maximum", a, b)
     return _apply("Maximum", a, b)
@@ -156,7 +159,7 @@ def affine(x, weight, bias=None):
     _check_float("affine", "weight", weight)
     if bias is not None:
         _check_float("affine", "bias", bias)
-    _check_same_device("affine", ("x", "weight", "bias"), (x, weight, bias))
+    _check_same_device("affine", ("x", "weight", "bias"), x, weight, bias)
     if weight.dim() != 2:
         raise ValueError(f"affine: weight must be 2-d (out, in), got shape {tuple(weight.shape)}.")
     if x.dim() < 1 or x.shape[-1] != weight.shape[1]:
@@ -183,9 +186,10 @@ def l2_penalty(weights, lam: float):
         raise ValueError("l2_penalty: weights is empty; pass at least one tensor.")
     if not isinstance(lam, Number) or isinstance(lam, (bool, complex)):
         raise TypeError(f"l2_penalty: lam must be a real Python number, got {_describe(lam)}.")
-    for i, w in enumerate(weights):
-        _check_float("l2_penalty", f"weights[{i}]", w)
-    _check_same_device("l2_penalty", lambda: [f"weights[{i}]" for i in range(len(weights))], weights)
+    if not all(isinstance(w, torch.Tensor) and w.is_floating_point() for w in weights):
+        for i, w in enumerate(weights):
+            _check_float("l2_penalty", f"weights[{i}]", w)
+    _check_same_device("l2_penalty", lambda: [f"weights[{i}]" for i in range(len(weights))], *weights)
     return _apply("L2Penalty", float(lam), *weights)
 
 
@@ -199,7 +203,7 @@ def cross_entropy(logits, target):
             f"cross_entropy: target must hold integer class indices (int64), got dtype {target.dtype}; "
             "class probabilities are not supported."
         )
-    _check_same_device("cross_entropy", ("logits", "target"), (logits, target))
+    _check_same_device("cross_entropy", ("logits", "target"), logits, target)
     if logits.dim() not in (1, 2) or tuple(target.shape) != tuple(logits.shape[:-1]):
         raise ValueError(
             f"cross_entropy: logits must be (N, C) with target (N,), or (C,) with a 0-d target; "
@@ -223,7 +227,7 @@ def mse_loss(pred, target):
     """Mean squared error mean((pred - target)²); the shapes must match."""
     _check_float("mse_loss", "pred", pred)
     _check_float("mse_loss", "target", target)
-    _check_same_device("mse_loss", ("pred", "target"), (pred, target))
+    _check_same_device("mse_loss", ("pred", "target"), pred, target)
     if pred.shape != target.shape:
         raise ValueError(
             f"mse_loss: pred {tuple(pred.shape)} and target {tuple(target.shape)} must have the "

@@ -75,6 +75,22 @@ def _meta(x) -> tuple[torch.Size, torch.dtype] | None:
     return (x.shape, x.dtype) if isinstance(x, torch.Tensor) else None
 
 
+def _autocast_metas(ctx, inputs) -> tuple | None:
+    """Each input's (shape, dtype) when the op runs under autocast (see ``autocast_inputs``), else None.
+
+    For ops whose gradients already have their inputs' shapes and dtypes unless autocast cast the
+    inputs: recording nothing keeps the common case free of the bookkeeping.
+    """
+    return None if ctx.autocast is None else tuple(_meta(x) for x in inputs)
+
+
+def _cast_back(metas, *grads):
+    """The gradients as they are, or, with ``metas`` recorded under autocast, each in its input's dtype."""
+    if metas is None:
+        return grads
+    return tuple(None if g is None else _like(g, m) for g, m in zip(grads, metas))
+
+
 def _device_type(args) -> str:
     for a in args:
         if isinstance(a, torch.Tensor):
@@ -391,9 +407,9 @@ class Affine(_Op):
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        ctx.metas = tuple(_meta(t) for t in inputs)
         # NOTE: under autocast, save the cast copies forward computed with (as native does).
         x, weight, _ = autocast_inputs(ctx, inputs, "lower")
+        ctx.metas = _autocast_metas(ctx, inputs)
         # NOTE: dX needs only W and dW needs only X; skip the one nobody asked for (the first
         # layer never needs dX, and holding the input alive would cost memory).
         need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
@@ -404,17 +420,16 @@ class Affine(_Op):
     @autocast_backward
     def backward(ctx, grad):
         x, weight = ctx.saved_tensors
-        meta_x, meta_w, meta_b = ctx.metas
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
-            grad_x = _like(grad.matmul(weight), meta_x)
+            grad_x = grad.matmul(weight)
         if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
             grad_2d = grad.reshape(-1, grad.shape[-1])
-        if ctx.needs_input_grad[1]:
-            grad_w = _like(grad_2d.t().matmul(x.reshape(-1, x.shape[-1])), meta_w)
-        if ctx.needs_input_grad[2]:
-            grad_b = _like(grad_2d.sum(0), meta_b)
-        return grad_x, grad_w, grad_b
+            if ctx.needs_input_grad[1]:
+                grad_w = grad_2d.t().matmul(x.reshape(-1, x.shape[-1]))
+            if ctx.needs_input_grad[2]:
+                grad_b = grad_2d.sum(0)
+        return _cast_back(ctx.metas, grad_x, grad_w, grad_b)
 
     @staticmethod
     def jvp(ctx, tx, tw, tb):
@@ -456,8 +471,8 @@ class L2Penalty(_Op):
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        ctx.metas = tuple(_meta(w) for w in inputs[1:])
         lam, *weights = autocast_inputs(ctx, inputs, "float32")
+        ctx.metas = _autocast_metas(ctx, inputs)
         ctx.lam = lam
         ctx.save_for_backward(*weights)
         ctx.save_for_forward(*weights)
@@ -467,11 +482,8 @@ class L2Penalty(_Op):
         weights = ctx.saved_tensors
         # NOTE: grad is 0-d: scale it once, then one full-size multiply per weight.
         scale = grad * ctx.lam
-        grads = [
-            _like(w * scale, meta) if ctx.needs_input_grad[i + 1] else None
-            for i, (w, meta) in enumerate(zip(weights, ctx.metas))
-        ]
-        return (None, *grads)
+        grads = [w * scale if ctx.needs_input_grad[i + 1] else None for i, w in enumerate(weights)]
+        return _cast_back(ctx.metas, None, *grads)
 
     @staticmethod
     def jvp(ctx, _tlam, *tangents):
