@@ -31,3 +31,15 @@ def test_saved_bytes_hand_never_exceed_native():
         hand = saved_bytes("hand", 32, [64, 32], activation, loss)
         native = saved_bytes("native", 32, [64, 32], activation, loss)
         assert hand[1] <= native[1], (activation, loss, hand, native)
+
+
+def test_logging_benchmark_accounts_for_time_inside_the_logger(tmp_path):
+    # the accounted share must come from the patched Monitor methods; zero would mean the
+    # instrumentation measured nothing
+    out = tmp_path / "tb.json"
+    proc = subprocess.run([sys.executable, "bench/tb_logging.py", "--smoke", "--out", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    run = json.loads(out.read_text())["accounted"][0]
+    assert run["per_step"] > 0 and run["per_epoch"] > 0 and run["per_run"] > 0
+    assert run["per_step"] + run["per_epoch"] < 10 * run["train_seconds"] + 1.0
