@@ -536,7 +536,7 @@ class CrossEntropy(_Op):
         """scale · (softmax(z) - onehot(t)), differentiable in z and in a tensor ``scale``.
 
         NOTE: scale goes into the (N, 1) divisor and the one-hot term is a scatter-add of -scale,
-        so the N×C work is one exp, one multiply and one scatter: three N×C buffers, not seven.
+        so the N×C work is a shift, an exp, a multiply and a scatter: four N×C buffers, not seven.
         """
         e = _shifted(logits).exp()
         if not isinstance(scale, torch.Tensor):
