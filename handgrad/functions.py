@@ -106,8 +106,9 @@ def _device_type(args) -> str:
 # ops that need the range), computes with autocast off, and backward runs under the same state.
 
 
-#: True when autocast is on for any device: one cheap call that lets the common case skip the rest.
-_any_autocast = torch._C._is_any_autocast_enabled
+#: True when autocast is on for any device: one cheap call that lets the common case skip the rest
+#: (a private torch function; where a torch version lacks it, every call takes the full check).
+_any_autocast = getattr(torch._C, "_is_any_autocast_enabled", None) or (lambda: True)
 
 
 def _cast_floating(x, dtype):

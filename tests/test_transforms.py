@@ -214,3 +214,30 @@ def test_ops_namespaces_have_the_same_names():
     assert set(vars(HAND)) == set(vars(NATIVE))
     for name in hg.OP_NAMES:
         assert callable(getattr(HAND, name)) and callable(getattr(NATIVE, name))
+
+
+def test_ops_agree_when_the_cheap_autocast_gate_always_says_maybe(monkeypatch):
+    # where torch lacks _is_any_autocast_enabled, every call takes the full per-device check
+    from handgrad import functions as fn
+
+    params = _params(torch.float32)
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(6, 5, generator=g)
+    y = torch.randint(0, 3, (6,), generator=g)
+
+    def run():
+        ps = [p.clone().requires_grad_() for p in params]
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = _mlp_loss(HAND, ps, x, y)
+        low.backward()
+        plain = _mlp_loss(HAND, [p.detach() for p in params], x, y)
+        return low.detach(), plain, [p.grad for p in ps]
+
+    fast = run()
+    monkeypatch.setattr(fn, "_any_autocast", lambda: True)
+    slow = run()
+    for a, b in zip(fast[:2], slow[:2]):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    for a, b in zip(fast[2], slow[2]):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert fast[2][0].dtype == torch.float32
