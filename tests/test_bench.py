@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPTS = ["ops", "step", "memory", "data", "tb_logging", "time_to_98"]
+sys.path.insert(0, str(ROOT / "bench"))
+from all import BENCHMARKS as SCRIPTS  # noqa: E402  (one list of scripts: bench/all.py's)
 
 
 @pytest.mark.parametrize("name", SCRIPTS)
@@ -24,7 +25,6 @@ def test_benchmark_smoke(name, tmp_path):
 
 def test_saved_bytes_hand_never_exceed_native():
     # memory is counted, not timed, so this one target can be a test
-    sys.path.insert(0, str(ROOT / "bench"))
     from memory import saved_bytes
 
     for activation, loss in (("relu", "ce"), ("sigmoid", "ce"), ("relu", "mse"), ("sigmoid", "mse")):
@@ -43,3 +43,15 @@ def test_logging_benchmark_accounts_for_time_inside_the_logger(tmp_path):
     run = json.loads(out.read_text())["accounted"][0]
     assert run["per_step"] > 0 and run["per_epoch"] > 0 and run["per_run"] > 0
     assert run["per_step"] + run["per_epoch"] < 10 * run["train_seconds"] + 1.0
+
+
+def test_one_command_runs_the_benchmarks_and_reports_a_failure(tmp_path):
+    every = [p.stem for p in (ROOT / "bench").glob("*.py") if p.stem not in ("all", "common")]
+    assert sorted(every) == sorted(SCRIPTS)  # a new script must be added to bench/all.py
+    run = [sys.executable, "bench/all.py", "--smoke", "--out-dir", str(tmp_path), "--only", "memory", "step"]
+    proc = subprocess.run(run, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert {p.name for p in tmp_path.iterdir()} == {"memory.json", "step.json"}
+    bad = subprocess.run(run[:-2] + ["step", "--device", "no-such-device"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=300)
+    assert bad.returncode == 1 and "step failed" in bad.stderr
