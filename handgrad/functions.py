@@ -111,6 +111,14 @@ def _device_type(args) -> str:
 _any_autocast = getattr(torch._C, "_is_any_autocast_enabled", None) or (lambda: True)
 
 
+def _autocast_device(args) -> str | None:
+    """The device type of ``args`` if autocast is on for it, else None (the common case: one call)."""
+    if not _any_autocast():
+        return None
+    device_type = _device_type(args)
+    return device_type if torch.is_autocast_enabled(device_type) else None
+
+
 def _cast_floating(x, dtype):
     if isinstance(x, torch.Tensor) and x.is_floating_point() and x.dtype != dtype:
         return x.to(dtype)
@@ -127,10 +135,8 @@ def autocast_forward(policy: str):
     def decorate(forward):
         @functools.wraps(forward)
         def wrapper(*args):
-            if not _any_autocast():
-                return forward(*args)
-            device_type = _device_type(args)
-            if not torch.is_autocast_enabled(device_type):
+            device_type = _autocast_device(args)
+            if device_type is None:
                 return forward(*args)
             dtype = torch.get_autocast_dtype(device_type) if policy == "lower" else torch.float32
             args = tuple(_cast_floating(a, dtype) for a in args)
@@ -148,8 +154,8 @@ def autocast_inputs(ctx, inputs, policy: str):
     Backward then computes with the same (cast) tensors forward used, and ``_like`` casts each
     gradient back to its input's own dtype.
     """
-    device_type = _device_type(inputs) if _any_autocast() else None
-    if device_type is None or not torch.is_autocast_enabled(device_type):
+    device_type = _autocast_device(inputs)
+    if device_type is None:
         ctx.autocast = None
         return inputs
     ctx.autocast = (device_type, torch.get_autocast_dtype(device_type))
@@ -525,8 +531,8 @@ class CrossEntropy(_Op):
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        ctx.metas = (_meta(inputs[0]), None)
         logits, target = autocast_inputs(ctx, inputs, "float32")
+        ctx.metas = _autocast_metas(ctx, inputs)
         # NOTE: keep the logits and recompute softmax in backward (N×C, the same bytes as the
         # log-probabilities native saves); a saved intermediate would break double backward.
         ctx.save_for_backward(logits, target)
@@ -556,7 +562,7 @@ class CrossEntropy(_Op):
         if not ctx.needs_input_grad[0]:
             return None, None
         scale = grad * CrossEntropy._per_sample(target)  # grad is 0-d: fold 1/N into it
-        return _like(CrossEntropy._scaled_gradient(logits, target, scale), ctx.metas[0]), None
+        return _cast_back(ctx.metas, CrossEntropy._scaled_gradient(logits, target, scale), None)
 
     @staticmethod
     def jvp(ctx, tlogits, _ttarget):
@@ -617,6 +623,12 @@ ALL_FUNCTIONS = (Add, Mul, Maximum, ReLU, Sigmoid, Affine, L2Penalty, CrossEntro
 # ---------------------------------------------------------------------------------------------
 
 
+def _twin(cls: type, suffix: str, base: type, body: dict) -> type[torch.autograd.Function]:
+    """A class named ``<cls><suffix>`` on ``base`` with ``body``, documented and placed as ``cls``."""
+    body = {**body, "__doc__": cls.__doc__, "__module__": cls.__module__, "__qualname__": f"{cls.__qualname__}{suffix}"}
+    return type(f"{cls.__name__}{suffix}", (base,), body)
+
+
 def fast_twin(cls: type[torch.autograd.Function]) -> type[torch.autograd.Function]:
     """The same op in the ctx-first style (``forward(ctx, *args)``), for plain eager calls.
 
@@ -640,15 +652,8 @@ def fast_twin(cls: type[torch.autograd.Function]) -> type[torch.autograd.Functio
         setup_context(ctx, args, output)
         return output
 
-    body = {
-        "forward": staticmethod(ctx_forward),
-        "backward": inspect.getattr_static(cls, "backward"),
-        "jvp": inspect.getattr_static(cls, "jvp"),
-        "__doc__": cls.__doc__,
-        "__module__": cls.__module__,
-        "__qualname__": f"{cls.__qualname__}Fast",
-    }
-    return type(f"{cls.__name__}Fast", (torch.autograd.Function,), body)
+    body = {name: inspect.getattr_static(cls, name) for name in ("backward", "jvp")}
+    return _twin(cls, "Fast", torch.autograd.Function, {**body, "forward": staticmethod(ctx_forward)})
 
 
 def compile_twin(cls: type[torch.autograd.Function]) -> type[torch.autograd.Function]:
@@ -658,10 +663,7 @@ def compile_twin(cls: type[torch.autograd.Function]) -> type[torch.autograd.Func
     traces this twin, built from the very same static methods; eager code keeps forward-mode AD.
     """
     body = {name: inspect.getattr_static(cls, name) for name in ("forward", "setup_context", "backward")}
-    body["__doc__"] = cls.__doc__
-    body["__module__"] = cls.__module__
-    body["__qualname__"] = f"{cls.__qualname__}Compiled"
-    return type(f"{cls.__name__}Compiled", (_Op,), body)
+    return _twin(cls, "Compiled", _Op, body)
 
 
 #: name -> the op itself (setup_context style, with jvp): what runs under torch.func transforms.
