@@ -14,7 +14,7 @@ Rows, made from each sample on each device (CPU, and CUDA when present):
 
 * ``float64``           the sample in float64, strides as given: every numerical check runs here
 * ``transposed``        the same values in transposed (column-major) memory
-* ``strided``           the same values as a view with stride 2 in the last dimension
+* ``strided``           the same values as every other element of a wider buffer (no ``.view(-1)``)
 * ``0-d`` / ``empty``   every tensor cut to one element / to none (``elementwise=True`` only)
 * ``extremal <dtype>``  NaN, ±inf, ±huge (max/4) and ±tiny (smallest normal) written into the
                         inputs; compared with the reference only (needs ``reference``)
@@ -936,7 +936,12 @@ def _saved_bytes(func, args, diff) -> tuple[int, int]:
 
 
 def _samples(samples) -> list[tuple[str, tuple]]:
+    if isinstance(samples, torch.Tensor) or (isinstance(samples, tuple) and any(isinstance(s, torch.Tensor) for s in samples)):
+        raise TypeError("check_function: samples is a list of argument tuples, one per sample, e.g. [(x, w)]; "
+                        "got the arguments themselves: wrap them in a list.")
     items = samples.items() if isinstance(samples, Mapping) else [(None, s) for s in samples]
+    if not items:
+        raise ValueError("check_function: no samples given; pass at least one tuple of arguments.")
     out, labels = [], set()
     for label, sample in items:
         args = sample if isinstance(sample, tuple) else (sample,)
@@ -968,7 +973,11 @@ def _devices(device) -> list[torch.device]:
 
 
 def _title(fn, reference, devices) -> str:
-    name = lambda f: getattr(f, "__qualname__", None) or getattr(f, "__name__", None) or repr(f)  # noqa: E731
+    def name(f):
+        qualified = getattr(f, "__qualname__", None) or ""
+        # NOTE: torch's builtins have qualified names such as _VariableFunctionsClass.sin; say sin
+        return qualified if qualified and not qualified.startswith("_") else getattr(f, "__name__", None) or repr(f)
+
     against = f" against {name(reference)}" if reference is not None else ""
     where = ", ".join(str(d) for d in devices)
     return f"handgrad.testing: {name(fn)}{against} on {where} (torch {torch.__version__})"
@@ -1012,10 +1021,17 @@ def check_function(
     wanted = [c for c in CHECKS if (checks is None or c in checks) and (c != "compile" or compile)]
     engine = _Engine(fn, reference, classes, "inductor" if compile is True else (compile or None),
                      {**TOLERANCES, **(tolerances or {})}, seed, dict(skip or {}))
-    rows = [row for dev in devices for label, args in labelled
-            for row in _rows_of(label, args, dev, elementwise=elementwise, dtypes=dtypes, variants=variants,
-                                extremal=reference is not None)]
-    report = Report(_title(fn, reference, devices), [r.label for r in rows], wanted)
+    report = Report(_title(fn, reference, devices), [], wanted)
+    rows = []
+    for dev in devices:
+        for label, args in labelled:
+            try:
+                rows += _rows_of(label, args, dev, elementwise=elementwise, dtypes=dtypes, variants=variants,
+                                 extremal=reference is not None)
+            except Exception as exc:  # noqa: BLE001 - the report never dies: a sample it cannot vary is an ERROR row
+                report.rows.append(f"{label} {dev.type}")
+                report.results.append(Result(report.rows[-1], wanted[0], "ERROR", message=f"making the rows: {_first_line(exc)}"))
+    report.rows += [r.label for r in rows]
     for row in rows:
         for check in wanted:
             if engine.applies(check, row):

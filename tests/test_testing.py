@@ -366,6 +366,13 @@ def test_without_a_reference_the_lower_precisions_are_held_to_the_float64_result
     assert report[("(3, 4) float64", "values")].message == "no reference to compare with"
 
 
+def test_samples_must_be_a_list_of_argument_tuples():
+    with pytest.raises(TypeError, match="wrap them in a list"):
+        check_function(Softplus.apply, (X,))
+    with pytest.raises(ValueError, match="no samples"):
+        check_function(Softplus.apply, [])
+
+
 def test_assert_function_raises_with_the_table():
     assert_function(Softplus.apply, ONE, F.softplus, dtypes=(), variants=())
     with pytest.raises(AssertionError) as exc:
