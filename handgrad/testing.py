@@ -705,7 +705,7 @@ class _Engine:
             return self._grad_parity(row)
         xs, f, names = self._setup(row)
         failure = _gradcheck(torch.autograd.gradcheck, f, xs, check_undefined_grad=False)
-        outs = f(*xs)
+        outs = _floats(f(*xs))
         err, detail = _worst_jacobian(_jacobians(f, xs), _out_names(len(outs)), [o.shape for o in outs],
                                       names, [x.shape for x in xs])
         if failure:
@@ -738,8 +738,8 @@ class _Engine:
                                       [x.shape for x in xs], names + _out_names(len(vs), "incoming grad"),
                                       [x.shape for x in inputs])
         if failure:
-            raise _Fail(f"{detail or failure} (backward is not differentiable: if that is intended, declare it "
-                        "@once_differentiable)", err)
+            raise _Fail(f"{detail or failure} (the backward's own derivative is wrong or missing; if backward is "
+                        "not meant to be differentiated, declare it @once_differentiable)", err)
         return err
 
     def check_fwd_ad(self, row):
