@@ -395,6 +395,11 @@ def _hand_recompute(op: str, node, inputs):
 
 _REDUCTIONS = {0: "none", 1: "mean", 2: "sum"}
 
+
+def _signed(n: int) -> int:
+    # NOTE: torch 2.14 returns NllLossBackward0._saved_ignore_index (-100) as an unsigned 64-bit int.
+    return n - 2**64 if n >= 2**63 else n
+
 #: native node name -> (saved attribute of each operand, for constants; the forward rule)
 _RECOMPUTE = {
     "AddBackward0": ((None, None), lambda n, a, b: a + _attr(n, "_saved_alpha") * b),
@@ -425,7 +430,7 @@ _RECOMPUTE = {
     "LogSoftmaxBackward0": ((None,), lambda n, a: torch.log_softmax(a, _attr(n, "_saved_dim"))),
     "NllLossBackward0": (("_saved_self",), lambda n, a: F.nll_loss(
         a, _attr(n, "_saved_target"), weight=_attr(n, "_saved_weight"),
-        reduction=_REDUCTIONS[_attr(n, "_saved_reduction")], ignore_index=_attr(n, "_saved_ignore_index"))),
+        reduction=_REDUCTIONS[_attr(n, "_saved_reduction")], ignore_index=_signed(_attr(n, "_saved_ignore_index")))),
     "MseLossBackward0": (("_saved_self", "_saved_target"),
                          lambda n, a, b: F.mse_loss(a, b, reduction=_REDUCTIONS[_attr(n, "_saved_reduction")])),
 }
@@ -443,7 +448,7 @@ def _recompute(node, inputs):
         attrs, forward = rule
         args = _fill(node, inputs, attrs)
         return None if any(a is None for a in args) else forward(node, *args)
-    except (RuntimeError, TypeError, KeyError, AttributeError):  # NOTE: a value we cannot rebuild is shown as "?"
+    except (RuntimeError, TypeError, ValueError, KeyError, AttributeError):  # NOTE: a value we cannot rebuild is shown as "?"
         return None
 
 
