@@ -45,7 +45,6 @@ import math
 import os
 import re
 import sys
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -839,13 +838,13 @@ def figure(graph: Graph, dpi: float = 100):
 
 def _write_atomically(path: Path, write) -> None:
     """``write(tmp)`` then rename over ``path``: a reader never sees a half-written file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(fd)
+    # NOTE: not tempfile.mkstemp, whose 0600 mode would stay on the picture after the rename.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         write(tmp)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 

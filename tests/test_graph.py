@@ -356,6 +356,9 @@ def test_render_writes_png_and_svg(tmp_path):
     assert ET.parse(svg).getroot().tag == "{http://www.w3.org/2000/svg}svg"
     assert "650" in svg.read_text(encoding="utf-8") or "<path" in svg.read_text(encoding="utf-8")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["shop.png", "shop.svg"]  # no temporary left behind
+    umask = os.umask(0)
+    os.umask(umask)
+    assert png.stat().st_mode & 0o777 == 0o666 & ~umask  # an ordinary file, not a private temporary
     with pytest.raises(ValueError, match=r"must end in \.png or \.svg, got 'shop\.jpg'"):
         G.render(price, tmp_path / "shop.jpg", names)
 
