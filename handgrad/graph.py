@@ -57,7 +57,19 @@ from . import functions as fn
 
 __all__ = [
     "Graph",
+    "Node",
+    "Edge",
+    "Layout",
+    "Box",
     "build",
+    "op_label",
+    "format_number",
+    "describe",
+    "layout",
+    "figure",
+    "mermaid_of",
+    "dot_of",
+    "image_of",
     "mermaid",
     "dot",
     "render",
@@ -211,57 +223,55 @@ def build(output: torch.Tensor, names: Mapping[str, torch.Tensor] | None = None,
 
     ``names`` maps a display name to a tensor of the graph: a leaf (named on its node), the output
     (the name of the final node) or an intermediate (named on its edges, ``q = 3``, ``dq = -4``).
-    Unnamed leaves are t0, t1, ... and ops mul1, add1, ... in evaluation order.
+    Unnamed leaves are t0, t1, ... and ops mul1, add1, ... in evaluation order. The backward pass
+    is seeded with ones: for a non-scalar output the gradients are those of ``output.sum()``.
     """
     _check_output(output)
     names = _check_names(names)
-    by_key = {}
+    by_key: dict = {}
     for name, t in names.items():
         by_key.setdefault(_key(t), name)
     if output.grad_fn is None:  # a leaf that requires grad: the graph is one edge
         return _leaf_graph(output, by_key, backward)
-
     order = _walk(output.grad_fn)
     in_graph = {_key(n.variable) if _is_leaf(n) else n for n in order}
     for name, t in names.items():
         if (t.grad_fn if t.grad_fn is not None else _key(t)) not in in_graph:
             raise ValueError(f"handgrad.graph: names[{name!r}] is not a tensor of the output's graph.")
 
-    ids, graph = {}, Graph(backward=backward)
-    used: set[str] = set()
-    counters: dict[str, int] = {}
-    unnamed = 0
-    for node in order:
-        if _is_leaf(node):
-            label = by_key.get(("leaf", id(node.variable)))
-            if label is None:
-                label, unnamed = f"t{unnamed}", unnamed + 1
-            kind = "leaf"
-        else:
-            label, kind = op_label(node), "op"
-        base = _safe_id(label)
-        if kind == "op":
-            counters[label] = counters.get(label, 0) + 1
-            base = _safe_id(f"{label.lower()}{'_' if label[-1].isdigit() else ''}{counters[label]}")
-        ids[node] = _unique(base, used)
-        graph.nodes.append(Node(ids[node], label, kind))
-    out_name = by_key.get(_key(output), "output")
-    out_id = _unique(_safe_id(out_name), used)
-    graph.nodes.append(Node(out_id, out_name, "output"))
-
+    graph = Graph(backward=backward)
+    ids = _add_nodes(graph, order, by_key, by_key.get(_key(output), "output"))
     values = _forward_values(order, output, names)
     grads = _edge_gradients(order, output) if backward else {}
     for node in order:
         for slot, (child, nr) in enumerate(node.next_functions):
-            if child is None:
-                continue
-            name = by_key.get((child, nr)) if not _is_leaf(child) else None
-            grad = grads.get(node, {}).get(slot) if backward else None
-            graph.edges.append(Edge(ids[child], ids[node], _label(values.get((child, nr)), name, ""),
-                                    _label(grad, name, "d") if backward else None))
-    seed = torch.ones_like(output) if backward else None
-    graph.edges.append(Edge(ids[output.grad_fn], out_id, _label(output, None, ""), _label(seed, None, "d") if backward else None))
+            if child is not None:
+                name = None if _is_leaf(child) else by_key.get((child, nr))
+                grad = _label(grads.get(node, {}).get(slot), name, "d") if backward else None
+                graph.edges.append(Edge(ids[child], ids[node], _label(values.get((child, nr)), name, ""), grad))
+    seed = _label(torch.ones_like(output), None, "") if backward else None
+    graph.edges.append(Edge(ids[output.grad_fn], graph.nodes[-1].id, _label(output, None, ""), seed))
     return graph
+
+
+def _add_nodes(graph: Graph, order, by_key, out_name: str) -> dict:
+    """Append a Node for each autograd node in ``order``, then the output's; return node -> id."""
+    ids, used, counters, unnamed = {}, set(), {}, 0
+    for node in order:
+        if _is_leaf(node):
+            label = by_key.get(_key(node.variable))
+            if label is None:
+                label, unnamed = f"t{unnamed}", unnamed + 1
+            kind, base = "leaf", _safe_id(label)
+        else:
+            label, kind = op_label(node), "op"
+            counters[label] = counters.get(label, 0) + 1
+            # NOTE: numbered per kind as the notes number them (x1, x2, +1); "l2_1", not "l21"
+            base = _safe_id(f"{label.lower()}{'_' if label[-1].isdigit() else ''}{counters[label]}")
+        ids[node] = _unique(base, used)
+        graph.nodes.append(Node(ids[node], label, kind))
+    graph.nodes.append(Node(_unique(_safe_id(out_name), used), out_name, "output"))
+    return ids
 
 
 def _unique(base: str, used: set[str]) -> str:
@@ -277,7 +287,7 @@ def _leaf_graph(output, by_key, backward) -> Graph:
     seed = torch.ones_like(output)
     return Graph(
         [Node(_safe_id(name), name, "leaf"), Node(_safe_id(name) + "_out", "output", "output")],
-        [Edge(_safe_id(name), _safe_id(name) + "_out", _label(output, None, ""), _label(seed, None, "d") if backward else None)],
+        [Edge(_safe_id(name), _safe_id(name) + "_out", _label(output, None, ""), _label(seed, None, "") if backward else None)],
         backward,
     )
 
@@ -317,22 +327,18 @@ def _label(t, name: str | None, prefix: str) -> str:
 
 
 def _saved(node) -> list[torch.Tensor]:
-    """The tensors a node saved for backward (empty if they were freed by an earlier backward)."""
-    out = []
-    try:
-        if hasattr(node, "_forward_cls"):
-            out = [t for t in node.saved_tensors if t is not None]
-        else:
-            for attr in dir(node):
-                if attr.startswith("_saved_"):
-                    value = getattr(node, attr)
-                    out += [value] if isinstance(value, torch.Tensor) else []
-    except RuntimeError:  # NOTE: "saved tensors ... have already been freed": fall back to recomputing
-        return []
-    return out
+    """The tensors a node saved for backward (none where an earlier backward freed them)."""
+    if hasattr(node, "_forward_cls"):
+        try:
+            return [t for t in node.saved_tensors if t is not None]
+        except RuntimeError:  # NOTE: "saved tensors ... have already been freed": values are recomputed instead
+            return []
+    values = (_attr(node, a) for a in dir(node) if a.startswith("_saved_"))
+    return [v for v in values if isinstance(v, torch.Tensor)]
 
 
 def _forward_values(order, output, names) -> dict:
+    """(node, output number) -> the tensor on that edge: held by the graph, named, or recomputed."""
     values = {}
     in_graph = set(order)
     for node in order:
@@ -355,9 +361,10 @@ def _forward_values(order, output, names) -> dict:
 
 
 def _attr(node, name):
+    """A node's saved attribute, or None where it is missing or freed."""
     try:
         return getattr(node, name, None)
-    except RuntimeError:
+    except (RuntimeError, ValueError):
         return None
 
 
@@ -368,14 +375,16 @@ def _fill(node, inputs, attrs):
 
 
 def _hand_recompute(op: str, node, inputs):
+    """The output of handgrad op ``op`` from its inputs, or where one is a constant, what the node saved."""
     saved = [None] * 3
     try:
         saved = list(node.saved_tensors) + [None] * 3
     except RuntimeError:
         pass
-    if op == "Mul":
-        tensors = iter(inputs)
-        args = [next(tensors, None) if n is None else n for n in node.numbers]
+    if op == "Mul":  # NOTE: slots hold the tensor operands only; a number operand is in ctx.numbers
+        slots = iter(inputs)
+        args = [n if n is not None else next(slots, None) for n in node.numbers]
+        args = [a if a is not None else saved[i] for i, a in enumerate(args)]
         return None if any(a is None for a in args) else args[0] * args[1]
     if op == "Affine":
         x = inputs[0] if inputs[0] is not None else saved[0]
@@ -548,6 +557,7 @@ def dot_of(graph: Graph) -> str:
 NODE_PT, LABEL_PT = 11, 9  # font sizes, points
 _PAD = 0.06  # inches of white around a label's text
 _MIN_GAP = 0.7  # inches between columns at least
+_MARGIN = 0.25  # inches around the picture
 
 
 @dataclass
@@ -732,24 +742,10 @@ def layout(graph: Graph) -> Layout:
     columns = _order_columns(graph, col, chains)
     ys = _place_rows(columns, sizes, chains, sep=2 * label_h + 0.15)
 
-    gaps = [_MIN_GAP] * len(columns)  # gaps[c]: room right of column c
-    for chain, (w, _) in zip(chains, label_sizes):
-        for c in range(col[chain[0]], col[chain[-1]]):
-            gaps[c] = max(gaps[c], w + 0.5)
-    margin = 0.25
-    x_left, xs = margin, {}
-    col_left, col_right = [], []
-    for c, cols in enumerate(columns):
-        width = max((sizes[i][0] for i in cols), default=0.0)
-        col_left.append(x_left)
-        col_right.append(x_left + width)
-        for item in cols:
-            xs[item] = x_left + width / 2
-        x_left += width + gaps[c]
-    width = x_left - gaps[-1] + margin
-    top = margin + label_h  # room for the caption
+    xs, col_left, col_right, width = _place_columns(columns, sizes, chains, col, label_sizes)
+    top = _MARGIN + label_h  # room for the caption
     boxes = {i: Box(xs[i], ys[i] + top, *sizes[i]) for i in xs}
-    height = max(b.y + b.h / 2 for b in boxes.values()) + margin
+    height = max(b.y + b.h / 2 for b in boxes.values()) + _MARGIN
     kinds = {n.id: n.kind for n in graph.nodes}
 
     paths = []
@@ -761,6 +757,25 @@ def layout(graph: Graph) -> Layout:
     node_boxes = {n.id: boxes[n.id] for n in graph.nodes}
     labels = _place_labels(chains, paths, label_sizes, col, col_left, col_right, list(node_boxes.values()))
     return Layout(width, height, node_boxes, paths, labels)
+
+
+def _place_columns(columns, sizes, chains, col, label_sizes):
+    """x of every item, each column's left and right edge, and the page width.
+
+    A gap between columns is wide enough for the widest label of any edge that crosses it.
+    """
+    gaps = [_MIN_GAP] * len(columns)  # gaps[c]: room right of column c
+    for chain, (w, _) in zip(chains, label_sizes):
+        for c in range(col[chain[0]], col[chain[-1]]):
+            gaps[c] = max(gaps[c], w + 0.5)
+    x_left, xs, col_left, col_right = _MARGIN, {}, [], []
+    for c, items in enumerate(columns):
+        width = max((sizes[i][0] for i in items), default=0.0)
+        col_left.append(x_left)
+        col_right.append(x_left + width)
+        xs.update({item: x_left + width / 2 for item in items})
+        x_left += width + gaps[c]
+    return xs, col_left, col_right, x_left - gaps[-1] + _MARGIN
 
 
 def _place_labels(chains, paths, label_sizes, col, col_left, col_right, obstacles) -> list[Box]:

@@ -247,6 +247,29 @@ def test_unnamed_tensors_get_stable_labels():
     assert nodes["t0"] == ("t0", "box") and nodes["output"] == ("output", "box")
 
 
+def _rebuilt(ops, make):
+    a = torch.tensor(2.0, dtype=torch.float64, requires_grad=True)
+    w = torch.tensor([[3.0, 4.0]], dtype=torch.float64, requires_grad=True)
+    return make(ops, a, w, torch.tensor(5.0, dtype=torch.float64), torch.tensor([[1.0, 2.0]], dtype=torch.float64))
+
+
+# Values nothing in the graph keeps (an Add saves nothing), so they are recomputed from the op's inputs.
+RECOMPUTED = [
+    ("times a constant tensor", lambda o, a, w, c, x: o.add(o.mul(c, a), a), "10"),
+    ("times a number", lambda o, a, w, c, x: o.add(o.mul(a, 5.0), a), "10"),
+    ("affine without bias", lambda o, a, w, c, x: o.add(o.affine(x, w), a), "11"),  # [1, 2]·[3, 4]
+]
+
+
+@pytest.mark.parametrize("kind", ["hand", "native"])
+@pytest.mark.parametrize("name, make, value", RECOMPUTED, ids=[r[0] for r in RECOMPUTED])
+def test_values_the_graph_does_not_keep_are_recomputed(kind, name, make, value):
+    graph = G.build(_rebuilt(hg.get_ops(kind), make))
+    add = next(n.id for n in graph.nodes if n.label == "Add")
+    into_add = [e.value for e in graph.edges if e.dst == add]
+    assert value in into_add and "?" not in into_add
+
+
 def test_a_named_intermediate_shows_a_value_the_graph_does_not_keep():
     a = torch.tensor(2.0, requires_grad=True)
     b = a + 1.0  # AddBackward1 saves nothing, and exp saves only its own output
