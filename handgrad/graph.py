@@ -914,8 +914,9 @@ def model_graph(model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor, b
 
     Parameters are named by their state_dict names; J, L and logits by theirs. The image goes to
     TensorBoard's Images tab (``add_image(tag, image, step, dataformats="HWC")``), the mermaid
-    source to its Text tab. Runs one extra forward pass (module hooks see it) and, with
-    ``backward``, one ``autograd.grad`` that leaves every ``.grad`` as it was.
+    source to its Text tab. Runs one extra forward pass (module forward hooks see it) and, with
+    ``backward``, one ``autograd.grad`` that leaves every ``.grad`` as it was (hooks registered on
+    the parameters with ``Tensor.register_hook`` do see its gradients).
     """
     with torch.enable_grad():
         total, loss, logits = model.objective(x, target)
@@ -1025,7 +1026,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         text = (mermaid if fmt == "mermaid" else dot)(output, names, backward=args.backward)
         if args.output:
-            Path(args.output).write_text(text, encoding="utf-8")
+            _write_atomically(Path(args.output), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
             print(f"wrote {args.output}")
         else:
             sys.stdout.write(text)
