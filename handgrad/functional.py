@@ -3,8 +3,8 @@
 Each function checks its arguments (one clear ``TypeError``/``ValueError`` naming the op, the
 argument and the shapes or dtypes), then calls its ``autograd.Function`` in one of three forms
 built from the same static methods: the op itself under ``torch.func`` transforms, its twin
-without ``jvp`` inside ``torch.compile`` (:func:`handgrad.functions.compile_twin`), and otherwise
-its ctx-first twin, which has the least per-call overhead (:func:`handgrad.functions.fast_twin`).
+without ``jvp`` inside ``torch.compile`` (:func:`handgrad.twins.compile_twin`), and otherwise
+its ctx-first twin, which has the least per-call overhead (:func:`handgrad.twins.fast_twin`).
 
 ``get_ops("hand")`` and ``get_ops("native")`` return namespaces with the same names, so a model
 or a test switches implementation with one argument and never branches on which it got.
@@ -19,7 +19,7 @@ from types import SimpleNamespace
 import torch
 import torch.nn.functional as F
 
-from . import functions as fn
+from . import twins
 
 __all__ = [
     "add",
@@ -41,13 +41,13 @@ _transforms_active = torch._C._are_functorch_transforms_active
 
 
 def _apply(name: str, *args):
-    """Call op ``name`` in the form that suits the context (see :mod:`handgrad.functions`)."""
+    """Call op ``name`` in the form that suits the context (see :mod:`handgrad.twins`)."""
     # NOTE: looked up by name: Dynamo traces a constant-string dict lookup without a break.
     if _is_compiling():
-        return fn.COMPILED[name].apply(*args)
+        return twins.COMPILED[name].apply(*args)
     if _transforms_active():
-        return fn.FUNCTIONS[name].apply(*args)
-    return fn.FAST[name].apply(*args)
+        return twins.FUNCTIONS[name].apply(*args)
+    return twins.FAST[name].apply(*args)
 
 
 # ---------------------------------------------------------------------------------------------
