@@ -18,8 +18,13 @@ Checks (all in float64 unless the name says otherwise):
 * ``undef``     gradcheck(check_undefined_grad=True)
 * ``shapes``    calls backward directly and checks each gradient's shape, dtype and device
                 (autograd silently sums a wrong-shaped gradient, so gradcheck alone misses it)
-* ``native64``  values and gradients equal get_ops("native") in float64 (tight)
+* ``native64``  values, gradients and jvps equal get_ops("native") in float64 (tight), NaN in the
+                same places
 * ``native32``  the same in float32
+
+Rows of NaN, ±inf and huge finite inputs ("extremal") are compared with the native op only: a row
+lists the checks that do not apply to it and why (``Case.skip``), and the report shows those cells
+as skipped and counts them apart from the passes.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ import inspect
 import sys
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 
 import torch
 from torch.autograd import gradcheck, gradgradcheck
@@ -81,7 +86,8 @@ class Case:
     make: Callable[[torch.dtype, str, torch.Generator], tuple]
     call: Callable | None = None
     apply_args: Callable | None = None
-    skip: frozenset = field(default_factory=frozenset)
+    skip: tuple[tuple[str, str], ...] = ()  # (check, why) for each check that does not apply to this row
+    extreme_upstream: bool = False  # parity feeds backward an upstream gradient with inf and NaN in it
 
     @property
     def name(self) -> str:
@@ -97,6 +103,35 @@ class Case:
 
     def function_args(self, *inputs) -> tuple:
         return self.apply_args(*inputs) if self.apply_args else inputs
+
+    def skip_reason(self, check: str) -> str | None:
+        """Why ``check`` does not apply to this row, or None when it does."""
+        return dict(self.skip).get(check)
+
+
+#: the checks that need finite inputs (finite differences, or the numerical Jacobian they compare with)
+NUMERICAL = ("grad", "gradgrad", "fwd_ad", "batched", "undef")
+_EXTREMAL_REASON = "NaN/inf inputs: finite differences mean nothing there; compared with the native op instead"
+
+
+def _extremal(op: str, label: str, make, **kw) -> Case:
+    """A row of NaN, ±inf and huge finite inputs: checked against the native op (and shapes) only."""
+    return Case(op, label, make, skip=tuple((k, _EXTREMAL_REASON) for k in NUMERICAL), **kw)
+
+
+_PARITY = ("native64", "native32")
+#: rows whose native comparison with an inf/NaN upstream gradient is a documented difference, and why
+_UPSTREAM_DIFFERENCES = {
+    "relu": "documented difference: with inf/NaN in the upstream gradient where relu's output is 0, "
+            "grad·mask gives NaN where torch's select gives 0 (the select costs 2-30x on CPU)",
+}
+
+
+def _with_extreme_upstream(case: Case) -> Case:
+    """The same row, with inf and NaN in the gradient that flows into backward."""
+    reason = _UPSTREAM_DIFFERENCES.get(case.op)
+    skip = case.skip + tuple((k, reason) for k in _PARITY if reason)
+    return replace(case, label=f"{case.label}, inf/NaN upstream", extreme_upstream=True, skip=skip)
 
 
 _FUNCTION_OF = {
@@ -154,6 +189,31 @@ def _ce(n, c):
     return make
 
 
+def _fixed(values, d, dev, shape=None):
+    """A tensor of ``values`` (floats, or "huge" / "-huge" for ± half the dtype's largest finite value)."""
+    big = torch.finfo(d).max / 2
+    floats = [big if v == "huge" else -big if v == "-huge" else v for v in values]
+    x = torch.tensor(floats, dtype=d, device=dev)
+    return (x if shape is None else x.reshape(shape)).requires_grad_()
+
+
+def _fixed_inputs(*columns, shapes=None):
+    """``make`` for fixed inputs: one tensor per column of values (None keeps a number as it is)."""
+
+    def make(d, dev, g):
+        shapes_ = shapes or [None] * len(columns)
+        return tuple(c if not isinstance(c, list) else _fixed(c, d, dev, s) for c, s in zip(columns, shapes_))
+
+    return make
+
+
+_NAN, _INF = float("nan"), float("inf")
+# NOTE: each row pairs every kind of extreme with each other and with ordinary values, both ways round.
+_EXTREME_A = [_NAN, 1.0, _NAN, _INF, -_INF, _INF, 1.0, "huge", "-huge", 0.0, _INF]
+_EXTREME_B = [1.0, _NAN, _NAN, _INF, -_INF, -_INF, _INF, "huge", 2.0, -0.0, 0.0]
+_EXTREME_X = [_NAN, _INF, -_INF, "huge", "-huge", 0.0, -0.0, 1.0, -1.0]
+
+
 def _l2(*shapes):
     return lambda d, dev, g: tuple(_randn(s, d, dev, g) for s in shapes)
 
@@ -205,6 +265,7 @@ def _build_cases() -> list[Case]:
         cases.append(Case(op, "strided", _single((3, 8), view="strided", **kw)))
     cases.append(Case("sigmoid", "large |x|", lambda d, dev, g: (
         (torch.tensor([-30.0, -8.0, 0.0, 8.0, 30.0], dtype=d, device=dev)).requires_grad_(),)))
+    cases += _extremal_cases()
     cases += [
         Case("affine", "matrix + bias", _affine((4, 3), 5)),
         Case("affine", "matrix, no bias", _affine((4, 3), 5, bias=False)),
@@ -232,6 +293,31 @@ def _build_cases() -> list[Case]:
     return cases
 
 
+def _extremal_cases() -> list[Case]:
+    """NaN, ±inf and huge finite inputs for every op: values and gradients must equal the native op's."""
+    cases = [_extremal(op, "NaN/inf", _fixed_inputs(_EXTREME_A, _EXTREME_B)) for op in ("add", "mul", "maximum")]
+    cases += [_extremal(op, "NaN/inf x inf", _fixed_inputs(_EXTREME_X, _INF)) for op in ("add", "mul")]
+    cases += [_extremal(op, "NaN/inf", _fixed_inputs(_EXTREME_X)) for op in ("relu", "sigmoid")]
+    cases += [
+        _extremal("affine", "NaN/inf", _fixed_inputs(
+            [_NAN, 1.0, 2.0, -1.0, _INF, 0.0, 1.0, 1.0, "huge", "huge", 1.0, 2.0],
+            [1.0, -1.0, 0.5, 2.0, 0.0, 1.0, _INF, 1.0], [1.0, -_INF], shapes=[(3, 4), (2, 4), None])),
+        _extremal("l2_penalty", "NaN/inf", _fixed_inputs([_NAN, 1.0], [_INF, -2.0], ["huge", 0.0]),
+                  call=_l2_call, apply_args=_l2_apply),
+        _extremal("l2_penalty", "inf, no NaN", _fixed_inputs([_INF, 1.0], ["huge", -0.5]),
+                  call=_l2_call, apply_args=_l2_apply),
+        _extremal("cross_entropy", "NaN/inf", lambda d, dev, g: (
+            _fixed([_INF, 0, 0, -_INF, 0, 1, _NAN, 0, 0, "huge", "-huge", 0, -_INF, -_INF, -_INF], d, dev, (5, 3)),
+            torch.tensor([0, 0, 1, 1, 2], device=dev))),
+        _extremal("cross_entropy", "inf, no NaN", lambda d, dev, g: (
+            _fixed([-_INF, 0, 1, "huge", "-huge", 0, -_INF, 2, 3], d, dev, (3, 3)), torch.tensor([0, 1, 2], device=dev))),
+        _extremal("mse_loss", "NaN/inf", _fixed_inputs([_NAN, _INF, _INF, "huge", "-huge", 1.0],
+                                                        [0.0, _INF, 1.0, "-huge", "-huge", -_INF])),
+        _extremal("mse_loss", "inf, no NaN", _fixed_inputs([_INF, "huge", 1.0], [1.0, "-huge", 2.0])),
+    ]
+    return cases + [_with_extreme_upstream(c) for c in cases if c.label == "NaN/inf"]
+
+
 CASES: list[Case] = _build_cases()
 
 # ---------------------------------------------------------------------------------------------
@@ -241,9 +327,14 @@ CASES: list[Case] = _build_cases()
 
 @dataclass
 class CheckResult:
-    ok: bool
+    ok: bool  # nothing wrong was found (also true for a skipped check: see ``skipped``)
     error: float | None = None  # the largest error found, where the check measures one
-    message: str = ""
+    message: str = ""  # what went wrong, or why the check was skipped
+    skipped: bool = False  # the check does not apply to this row and did not run
+
+    @property
+    def status(self) -> str:
+        return "skip" if self.skipped else "ok" if self.ok else "FAIL"
 
 
 def _inputs(case: Case, dtype=torch.float64, device="cpu", seed=0) -> tuple:
@@ -296,10 +387,13 @@ def _numerical_jacobians(f, diff, eps=1e-6):
 
 
 def _max_abs(pairs) -> float:
+    """Largest |a - b| over the pairs, counting equal infinities and NaN facing NaN as equal, NaN facing a number as inf."""
     err = 0.0
     for a, b in pairs:
-        if a.numel():
-            err = max(err, (a - b).abs().max().item())
+        differ = (a != b) & ~(a.isnan() & b.isnan())
+        if differ.any():
+            gap = (a - b)[differ].abs().nan_to_num(nan=float("inf"), posinf=float("inf"))
+            err = max(err, gap.max().item())
     return err
 
 
@@ -420,28 +514,53 @@ def check_backward_shapes(case: Case, *, device="cpu", dtype=torch.float64, inpu
 _PARITY_TOL = {torch.float64: (1e-12, 1e-10), torch.float32: (1e-5, 1e-5)}
 
 
+def _upstream(out: torch.Tensor, extreme: bool) -> torch.Tensor:
+    """The gradient fed into backward: seeded normal values, or with inf and NaN among them."""
+    gen = torch.Generator().manual_seed(1)
+    grad = torch.randn(out.shape, generator=gen, dtype=torch.float64)
+    if extreme:
+        flat = grad.view(-1)
+        if flat.numel() <= 1:
+            flat.fill_(float("inf"))
+        flat[1::4] = float("inf")
+        flat[3::4] = float("nan")
+    return grad.to(out)
+
+
+def _parity_results(case: Case, ops, inputs, extreme: bool) -> list[torch.Tensor]:
+    """Value, gradients (reverse mode) and jvp (forward mode, seeded tangents) of one case under ``ops``."""
+    fresh = tuple(x.detach().clone().requires_grad_(x.requires_grad) if isinstance(x, torch.Tensor)
+                  else x for x in inputs)
+    out = case.run(ops, *fresh)
+    diff = [x for x in fresh if isinstance(x, torch.Tensor) and x.requires_grad]
+    grads = torch.autograd.grad(out, diff, _upstream(out, extreme), allow_unused=False) if diff else ()
+    f, primals = _as_function(case, ops, inputs)
+    gen = torch.Generator().manual_seed(2)
+    tangents = tuple(torch.randn(x.shape, generator=gen, dtype=torch.float64).to(x) for x in primals)
+    with torch.no_grad():
+        _, jvp = torch.func.jvp(f, tuple(x.detach() for x in primals), tangents)
+    if ops.kind == "native":
+        # NOTE: torch.func.jvp of float32 `t * 0.15` returns a float64 tangent (torch 2.14; the
+        # native l2_penalty hits it), so the native jvp is taken in the output's dtype; handgrad's
+        # own must have that dtype already.
+        jvp = jvp.to(out.dtype)
+    return [out.detach(), *grads, jvp]
+
+
 def check_parity(case: Case, dtype=torch.float64, *, device="cpu", hand=None, native=None,
                  inputs=None) -> CheckResult:
-    """The shared parity helper: values and gradients of hand ops equal native ops.
+    """The shared parity helper: values, gradients and jvps of hand ops equal native ops.
 
-    Tolerances: float64 rtol 1e-12 / atol 1e-10, float32 rtol 1e-5 / atol 1e-5.
+    Tolerances: float64 rtol 1e-12 / atol 1e-10, float32 rtol 1e-5 / atol 1e-5; NaN must sit in
+    the same places and infinities must be equal. Rows marked ``extreme_upstream`` feed backward
+    an upstream gradient with inf and NaN in it (where torch's backward selects, a 0 stays 0).
     """
     hand = hand if hand is not None else get_ops("hand")
     native = native if native is not None else get_ops("native")
     inputs = inputs if inputs is not None else _inputs(case, dtype, device)
     rtol, atol = _PARITY_TOL[dtype]
-    results = []
-    for ops in (hand, native):
-        fresh = tuple(x.detach().clone().requires_grad_(x.requires_grad) if isinstance(x, torch.Tensor)
-                      else x for x in inputs)
-        out = case.run(ops, *fresh)
-        diff = [x for x in fresh if isinstance(x, torch.Tensor) and x.requires_grad]
-        gen = torch.Generator().manual_seed(1)
-        grad_out = torch.randn(out.shape, generator=gen, dtype=torch.float64).to(out)
-        grads = torch.autograd.grad(out, diff, grad_out, allow_unused=False) if diff else ()
-        results.append((out, grads))
-    (h_out, h_grads), (n_out, n_grads) = results
-    pairs = [(h_out, n_out), *zip(h_grads, n_grads)]
+    extreme = case.extreme_upstream
+    pairs = list(zip(_parity_results(case, hand, inputs, extreme), _parity_results(case, native, inputs, extreme)))
     problems = [f"dtype {a.dtype} vs {b.dtype}" for a, b in pairs if a.dtype != b.dtype]
     problems += [f"shape {tuple(a.shape)} vs {tuple(b.shape)}" for a, b in pairs if a.shape != b.shape]
     if problems:
@@ -464,7 +583,10 @@ CHECKS: dict[str, Callable[..., CheckResult]] = {
 
 
 def run_check(case: Case, check: str, device: str = "cpu") -> CheckResult:
-    """Run one named check of :data:`CHECKS` on one case."""
+    """Run one named check of :data:`CHECKS` on one case (a skipped result where the row opts out)."""
+    reason = case.skip_reason(check)
+    if reason is not None:
+        return CheckResult(True, None, reason, skipped=True)
     return CHECKS[check](case, device)
 
 
@@ -474,14 +596,18 @@ def run_check(case: Case, check: str, device: str = "cpu") -> CheckResult:
 
 
 def _format(results: list[CheckResult]) -> str:
-    if not all(r.ok for r in results):
-        return f"FAIL {sum(not r.ok for r in results)}/{len(results)}"
-    errors = [r.error for r in results if r.error is not None]
-    return f"ok {max(errors):.1e}" if errors else "ok"
+    """One cell: ok and the largest error, FAIL k/n, and how many of the column's rows were skipped."""
+    ran = [r for r in results if not r.skipped]
+    skipped = len(results) - len(ran)
+    if not ran:
+        return "skip" if skipped else ""
+    bad = sum(not r.ok for r in ran)
+    errors = [r.error for r in ran if r.error is not None]
+    cell = f"FAIL {bad}/{len(ran)}" if bad else f"ok {max(errors):.1e}" if errors else "ok"
+    return f"{cell} +{skipped} skip" if skipped else cell
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
+def _parse(argv):
     parser = argparse.ArgumentParser(
         prog="python -m handgrad.check",
         description="Run handgrad's gradient-check matrix and print it, op by check.",
@@ -490,7 +616,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--op", nargs="+", metavar="NAME", help="only these ops (default: all)")
     parser.add_argument("--verbose", action="store_true", help="one line per case as well")
     args = parser.parse_args(argv)
-
     names = sorted({c.op for c in CASES}, key=[c.op for c in CASES].index)
     if args.op:
         unknown = [n for n in args.op if n not in names]
@@ -503,10 +628,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.exit(2, f"error: --device {args.device!r} is not a device; use cpu, cuda or cuda:N.\n")
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.exit(2, "error: --device cuda was given but CUDA is not available here; use --device cpu.\n")
+    return args, names, device
 
+
+def _print_table(header: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    line = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |"  # noqa: E731
+    print(line(header))
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for r in rows:
+        print(line(r))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
+    args, names, device = _parse(argv)
     checks = list(CHECKS)
-    header = ["op", "cases", *checks]
-    rows, failures = [], []
+    rows, results = [], []  # results: (case, check, CheckResult) for every cell
     for name in names:
         cases = [c for c in CASES if c.op == name]
         column = {k: [] for k in checks}
@@ -514,25 +652,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             for k in checks:
                 res = run_check(case, k, str(device))
                 column[k].append(res)
-                if not res.ok:
-                    failures.append(f"{case.name} {k}: {res.message}")
+                results.append((case, k, res))
                 if args.verbose:
-                    print(f"{case.name:40s} {k:9s} {'ok' if res.ok else 'FAIL'} {res.error or ''}")
+                    print(f"{case.name:40s} {k:9s} {res.status} {res.error if res.error is not None else ''}")
         rows.append([name, str(len(cases)), *(_format(column[k]) for k in checks)])
 
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    line = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |"  # noqa: E731
     print(f"handgrad gradient-check matrix on {device} (torch {torch.__version__}); "
-          "ok = passed, number = largest error found")
-    print(line(header))
-    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    for r in rows:
-        print(line(r))
-    total = sum(len([c for c in CASES if c.op == n]) for n in names) * len(checks)
-    print(f"{total - len(failures)} passed, {len(failures)} failed")
-    for f in failures:
-        print("  FAIL", f)
-    return 1 if failures else 0
+          "ok = passed, number = largest error found, +k skip = k rows where the check does not apply")
+    _print_table(["op", "cases", *checks], rows)
+    count = {s: sum(r.status == s for _, _, r in results) for s in ("ok", "FAIL", "skip")}
+    print(f"{count['ok']} passed, {count['FAIL']} failed, {count['skip']} skipped")
+    for reason in dict.fromkeys(r.message for _, _, r in results if r.skipped):
+        print(f"  skipped: {reason}")
+    for case, k, r in results:
+        if r.status == "FAIL":
+            print(f"  FAIL {case.name} {k}: {r.message}")
+    return 1 if count["FAIL"] else 0
 
 
 if __name__ == "__main__":

@@ -88,3 +88,32 @@ def test_gradgradcheck_catches_a_backward_that_is_not_differentiable():
     case = _case("sigmoid", "matrix")
     assert check_gradients(case, ops, "grad").ok
     assert not check_gradients(case, ops, "gradgrad").ok
+
+
+class NanHidingMaximum(fn.Maximum):
+    @staticmethod
+    def forward(a, b):
+        # the mistake: a NaN in a is replaced by b (where(a ≥ b, a, b) is false at a NaN)
+        return torch.where(a >= b, a, b)
+
+
+class SignMaskReLU(fn.ReLU):
+    @staticmethod
+    def backward(ctx, grad):
+        (y,) = ctx.saved_tensors
+        # the mistake: sign(NaN) = 0 in torch, so the gradient stops at a NaN input
+        return grad * y.sign()
+
+
+def test_parity_on_nan_rows_catches_a_maximum_that_hides_nan_and_a_relu_that_stops_at_nan():
+    broken = {
+        "maximum": _ops_with(maximum=lambda a, b: NanHidingMaximum.apply(a, b)),
+        "relu": _ops_with(relu=lambda x: SignMaskReLU.apply(x)),
+    }
+    for op, ops in broken.items():
+        for dtype in (torch.float64, torch.float32):
+            assert check_parity(_case(op, "NaN/inf"), dtype).ok
+            result = check_parity(_case(op, "NaN/inf"), dtype, hand=ops)
+            assert not result.ok and "differs from native" in result.message
+        # on finite inputs the broken ops are right, so only the NaN rows can tell
+        assert check_parity(_case(op, "matrix"), torch.float64, hand=ops).ok

@@ -11,6 +11,8 @@ from handgrad.functional import OP_NAMES
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 def test_matrix(case, check, device):
     result = run_check(case, check, device)
+    if result.skipped:
+        pytest.skip(result.message)
     assert result.ok, f"{case.name} {check}: {result.message}"
 
 
@@ -52,3 +54,18 @@ def test_check_report_rejects_unknown_op_and_missing_cuda(capsys):
             main(["--device", "cuda"])
         assert exc.value.code == 2
         assert "CUDA is not available" in capsys.readouterr().err
+
+
+def test_check_report_shows_and_counts_skipped_cells_apart(capsys):
+    import re
+
+    from handgrad.check import main
+
+    assert main(["--op", "relu"]) == 0
+    out = capsys.readouterr().out
+    rows = [c for c in CASES if c.op == "relu"]
+    skipped = sum(c.skip_reason(k) is not None for c in rows for k in CHECKS)
+    ran = len(rows) * len(CHECKS) - skipped
+    assert skipped > 0 and f"{ran} passed, 0 failed, {skipped} skipped" in out
+    assert re.search(r"\| relu +\| 9 +\| ok [0-9.e+-]+ \+2 skip", out)
+    assert "skipped: NaN/inf inputs" in out

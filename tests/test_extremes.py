@@ -1,0 +1,93 @@
+"""NaN, ±inf and huge finite inputs: every op's values and gradients equal torch's, NaN in the same places.
+
+The matrix (handgrad.check, rows labelled "NaN/inf") compares every op with the native one on such
+inputs; the tests here pin the cases people meet first, by hand, against torch itself.
+"""
+
+import math
+
+import pytest
+import torch
+
+import handgrad as hg
+from handgrad.check import CASES, run_check
+
+nan, inf = math.nan, math.inf
+f64 = dict(dtype=torch.float64)
+
+
+def _value_and_grads(f, *inputs, grad_out=None):
+    xs = [torch.tensor(x, **f64).requires_grad_() for x in inputs]
+    out = f(*xs)
+    grads = torch.autograd.grad(out, xs, torch.ones_like(out) if grad_out is None else grad_out)
+    return [out.detach(), *grads]
+
+
+def _assert_same(hand, native):
+    for h, n in zip(hand, native):
+        torch.testing.assert_close(h, n, rtol=0, atol=0, equal_nan=True)
+
+
+@pytest.mark.parametrize("a, b", [(nan, 0.0), (0.0, nan), (nan, nan), (nan, inf), (-inf, nan), (inf, inf), (1.0, -inf)])
+def test_maximum_propagates_nan_and_routes_its_gradient_like_torch(a, b):
+    # torch: NaN on either side gives NaN, and both inputs get the whole gradient there
+    _assert_same(_value_and_grads(hg.maximum, [a], [b]), _value_and_grads(torch.maximum, [a], [b]))
+
+
+def test_maximum_of_nan_and_zero_is_nan_in_both_orders():
+    x, zero = torch.tensor([nan]), torch.tensor([0.0])
+    assert hg.maximum(x, zero).isnan().all() and hg.maximum(zero, x).isnan().all()
+
+
+@pytest.mark.parametrize("op", ["relu", "sigmoid"])
+def test_activation_values_and_gradients_at_nan_inf_and_huge_equal_torch(op):
+    x = [nan, inf, -inf, 1e308, -1e308, 0.0, -0.0, 1.0, -1.0]
+    native = {"relu": torch.relu, "sigmoid": torch.sigmoid}[op]
+    _assert_same(_value_and_grads(getattr(hg, op), x), _value_and_grads(native, x))
+
+
+def test_relu_passes_the_gradient_at_a_nan_input_as_torch_does():
+    x = torch.tensor([nan, -1.0, 2.0], requires_grad=True)
+    hg.relu(x).sum().backward()
+    assert x.grad.tolist() == [1.0, 0.0, 1.0]
+
+
+def test_relu_jvp_at_nan_equals_torch():
+    x, t = torch.tensor([nan, -1.0, 2.0, 0.0], **f64), torch.full((4,), 3.0, **f64)
+    torch.testing.assert_close(torch.func.jvp(hg.relu, (x,), (t,))[1], torch.func.jvp(torch.relu, (x,), (t,))[1])
+
+
+def test_relu_with_inf_upstream_gradient_differs_from_torch_only_where_documented():
+    # grad · mask, not a select: an inf upstream gradient at a unit whose output is 0 gives NaN there
+    # (torch gives 0); everywhere else the two agree exactly. The README lists this difference.
+    x = [-1.0, -1.0, 2.0, nan, 0.0]
+    up = torch.tensor([inf, 1.0, inf, 2.0, nan], **f64)
+    hand = _value_and_grads(hg.relu, x, grad_out=up)[1]
+    native = _value_and_grads(torch.relu, x, grad_out=up)[1]
+    assert hand[0].isnan() and native[0] == 0 and native[4] == 0 and hand[4].isnan()
+    _assert_same(hand[1:4], native[1:4])
+
+
+def test_mse_jvp_at_huge_inputs_follows_torchs_order():
+    # 2 (a - y) overflows in the first element: torch's two terms give inf - inf = NaN there
+    pred, target = torch.tensor([1.0, inf], **f64), torch.tensor([1e308, -inf], **f64)
+    tangents = (torch.tensor([1.0, 2.0], **f64), torch.tensor([0.5, -1.0], **f64))
+    hand = torch.func.jvp(hg.mse_loss, (pred, target), tangents)[1]
+    native = torch.func.jvp(torch.nn.functional.mse_loss, (pred, target), tangents)[1]
+    torch.testing.assert_close(hand, native, equal_nan=True)
+
+
+def test_every_op_has_extremal_rows_compared_with_native_only():
+    for op in hg.OP_NAMES:
+        rows = [c for c in CASES if c.op == op and c.label.startswith("NaN/inf")]
+        assert rows, op
+        for row in rows:
+            assert row.skip_reason("grad") and row.skip_reason("gradgrad")
+            assert row.skip_reason("shapes") is None
+        assert any(row.extreme_upstream for row in rows), op
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.label.startswith("NaN/inf")], ids=lambda c: c.name)
+def test_extremal_rows_skip_the_numerical_checks_with_a_reason(case):
+    result = run_check(case, "grad")
+    assert result.skipped and result.ok and "finite differences" in result.message
