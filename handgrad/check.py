@@ -183,7 +183,7 @@ def _ce(n, c):
     def make(d, dev, g):
         logits = _randn((n, c) if n is not None else (c,), d, dev, g)
         count = () if n is None else (n,)
-        target = torch.randint(0, c, count, generator=g).to(device=dev)
+        target = torch.randint(0, max(c, 1), count, generator=g).to(device=dev)  # c = 0 only with n = 0
         return logits, target
 
     return make
@@ -239,6 +239,9 @@ _BINARY_SHAPES = [
     ("(1,3,2)x(3,2)", (1, 3, 2), (3, 2)),
     ("(3,1,2)x(1,3,2)", (3, 1, 2), (1, 3, 2)),
     ("0-d x matrix", (), (3, 4)),
+    ("(0,1)x(3,)", (0, 1), (3,)),
+    ("(1,)x(0,)", (1,), (0,)),
+    ("0-d x empty", (), (0, 2)),
 ]
 
 
@@ -258,8 +261,8 @@ def _build_cases() -> list[Case]:
     cases.append(Case("maximum", "transposed", _max_pair((3, 4), (3, 4), view="t")))
     for op in ("relu", "sigmoid"):
         kw = {"away_from_zero": op == "relu"}
-        for label, shape in [("0-d", ()), ("empty", (0, 3)), ("vector", (6,)), ("matrix", (3, 4)),
-                             ("3-d", (2, 3, 4))]:
+        for label, shape in [("0-d", ()), ("empty", (0, 3)), ("empty (3,0)", (3, 0)), ("vector", (6,)),
+                             ("matrix", (3, 4)), ("3-d", (2, 3, 4))]:
             cases.append(Case(op, label, _single(shape, **kw)))
         cases.append(Case(op, "transposed", _single((4, 3), view="t", **kw)))
         cases.append(Case(op, "strided", _single((3, 8), view="strided", **kw)))
@@ -273,20 +276,31 @@ def _build_cases() -> list[Case]:
         Case("affine", "3-d batch", _affine((2, 3, 4), 5)),
         Case("affine", "3-d batch, no bias", _affine((2, 3, 4), 5, bias=False)),
         Case("affine", "empty batch", _affine((0, 3), 2)),
+        Case("affine", "3-d, 0 rows", _affine((2, 0, 3), 2)),
+        Case("affine", "0 features", _affine((4, 0), 3)),
+        Case("affine", "0 features, no bias", _affine((4, 0), 3, bias=False)),
+        Case("affine", "vector x, 0 features", _affine((0,), 3)),
+        Case("affine", "0 outputs", _affine((4, 2), 0)),
+        Case("affine", "all sizes 0", _affine((0, 0), 0)),
         Case("affine", "transposed x", _affine((4, 3), 2, view="t")),
         Case("affine", "strided x", _affine((3, 8), 2, view="strided")),
         Case("l2_penalty", "one matrix", _l2((3, 4)), _l2_call, _l2_apply),
         Case("l2_penalty", "three tensors", _l2((3, 4), (5,), ()), _l2_call, _l2_apply),
         Case("l2_penalty", "empty + 3-d", _l2((0, 2), (2, 2, 3)), _l2_call, _l2_apply),
+        Case("l2_penalty", "one empty", _l2((0,)), _l2_call, _l2_apply),
         Case("cross_entropy", "batch", _ce(5, 4)),
         Case("cross_entropy", "one sample", _ce(1, 3)),
         Case("cross_entropy", "unbatched (C,)", _ce(None, 4)),
+        Case("cross_entropy", "0 samples", _ce(0, 4)),
+        Case("cross_entropy", "0 samples, 0 classes", _ce(0, 0)),
         Case("cross_entropy", "large logits", lambda d, dev, g: (
             (_randn((3, 4), d, dev, g).detach() * 1e3).requires_grad_(), torch.tensor([0, 3, 1], device=dev))),
         Case("mse_loss", "0-d", _pair((), ())),
         Case("mse_loss", "vector", _pair((6,), (6,))),
         Case("mse_loss", "matrix", _pair((3, 4), (3, 4))),
         Case("mse_loss", "3-d", _pair((2, 3, 2), (2, 3, 2))),
+        Case("mse_loss", "empty", _pair((0,), (0,))),
+        Case("mse_loss", "empty (3,0)", _pair((3, 0), (3, 0))),
         Case("mse_loss", "transposed pred", lambda d, dev, g: (
             _randn((4, 3), d, dev, g, view="t"), _randn((3, 4), d, dev, g))),
     ]
@@ -359,7 +373,15 @@ def _as_function(case: Case, ops, inputs):
     return f, tuple(inputs[i] for i in pos)
 
 
+def _no_jacobian(f, diff) -> bool:
+    """True when the Jacobian has no entries (no output elements or no input elements): no error to measure."""
+    return f(*diff).numel() == 0 or sum(x.numel() for x in diff) == 0
+
+
 def _jacobians(f, diff):
+    out = f(*diff)
+    if out.numel() == 0:  # NOTE: torch's jacobian cannot stack zero rows; the Jacobian is empty
+        return tuple(out.new_zeros(out.shape + x.shape) for x in diff)
     return torch.autograd.functional.jacobian(f, diff, vectorize=False)
 
 
@@ -405,8 +427,8 @@ def check_gradients(case: Case, ops=None, check: str = "grad", *, device="cpu", 
     try:
         if check == "grad":
             gradcheck(f, diff, eps=1e-6, atol=1e-5, rtol=1e-3)
-            if any(x.numel() == 0 for x in diff) or f(*diff).numel() == 0:
-                return CheckResult(True, 0.0)
+            if _no_jacobian(f, diff):
+                return CheckResult(True)
             analytic = _jacobians(f, diff)
             numeric = _numerical_jacobians(f, diff)
             return CheckResult(True, _max_abs(zip(analytic, numeric)))
@@ -416,13 +438,13 @@ def check_gradients(case: Case, ops=None, check: str = "grad", *, device="cpu", 
         if check == "fwd_ad":
             gradcheck(f, diff, check_forward_ad=True, check_backward_ad=False, check_undefined_grad=False,
                       check_batched_grad=False)
-            if any(x.numel() == 0 for x in diff) or f(*diff).numel() == 0:
-                return CheckResult(True, 0.0)
+            if _no_jacobian(f, diff):
+                return CheckResult(True)
             tangents = tuple(torch.randn_like(x) for x in diff)
             with torch.no_grad():
                 _, jvp = torch.func.jvp(f, tuple(x.detach() for x in diff), tangents)
             vjp_side = sum(
-                (j.reshape(jvp.numel(), -1) @ t.reshape(-1)).reshape(jvp.shape)
+                (j.reshape(jvp.numel(), t.numel()) @ t.reshape(-1)).reshape(jvp.shape)
                 for j, t in zip(_jacobians(f, diff), tangents)
             )
             return CheckResult(True, _max_abs([(jvp, vjp_side)]))

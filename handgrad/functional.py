@@ -210,6 +210,8 @@ def cross_entropy(logits, target):
             f"got logits {tuple(logits.shape)} and target {tuple(target.shape)}."
         )
     classes = logits.shape[-1]
+    if classes == 0 and target.numel():
+        raise ValueError(f"cross_entropy: logits have 0 classes, so none of the {target.numel()} targets can be valid.")
     if target.numel() and not _transforms_active() and not _is_compiling():
         low, high = torch.aminmax(target)  # one pass over the targets
         low, high = low.item(), high.item()

@@ -19,6 +19,7 @@ are testing a backward directly. The autocast plumbing lives in :mod:`handgrad.a
 from __future__ import annotations
 
 import inspect
+import math
 
 import torch
 
@@ -285,6 +286,12 @@ class Sigmoid(_Op):
 # ---------------------------------------------------------------------------------------------
 
 
+def _rows(t: torch.Tensor) -> torch.Tensor:
+    """``t`` as a matrix of its last dimension: (..., n) -> (rows, n), a vector -> (1, n)."""
+    # NOTE: not reshape(-1, n), which cannot infer the rows when n = 0 (0 input features or outputs).
+    return t.reshape(math.prod(t.shape[:-1]), t.shape[-1])
+
+
 class Affine(_Op):
     """Y = X Wᵀ + b, X (..., in), W (out, in), b (out,): the ``nn.Linear`` layout.
 
@@ -318,9 +325,9 @@ class Affine(_Op):
         if ctx.needs_input_grad[0]:
             grad_x = grad.matmul(weight)
         if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
-            grad_2d = grad.reshape(-1, grad.shape[-1])
+            grad_2d = _rows(grad)
             if ctx.needs_input_grad[1]:
-                grad_w = grad_2d.t().matmul(x.reshape(-1, x.shape[-1]))
+                grad_w = grad_2d.t().matmul(_rows(x))
             if ctx.needs_input_grad[2]:
                 grad_b = grad_2d.sum(0)
         return cast_back(ctx.metas, grad_x, grad_w, grad_b)
@@ -398,6 +405,8 @@ class L2Penalty(_Op):
 def _shifted(logits: torch.Tensor) -> torch.Tensor:
     # NOTE: subtracting the row max keeps every exponent ≤ 0, so large logits cannot overflow;
     # the max is detached: softmax does not depend on the shift, so no gradient flows through it.
+    if logits.shape[-1] == 0:
+        return logits  # no classes: nothing to shift (amax of an empty row is an error)
     return logits - logits.amax(dim=-1, keepdim=True).detach()
 
 
@@ -454,8 +463,10 @@ class CrossEntropy(_Op):
     @staticmethod
     def jvp(ctx, tlogits, _ttarget):
         logits, target = ctx.saved_tensors
-        slope = CrossEntropy._scaled_gradient(logits, target, CrossEntropy._per_sample(target))
-        return (slope * tlogits).sum()
+        # NOTE: each sample's slope · tangent, then the mean over samples: with 0 samples the jvp is
+        # NaN, as the value (a mean of nothing) and torch's jvp are.
+        slope = CrossEntropy._scaled_gradient(logits, target, 1.0)
+        return (slope * tlogits).sum(dim=-1).mean()
 
 
 class MSELoss(_Op):

@@ -33,6 +33,8 @@ f64 = dict(dtype=torch.float64)
          ["cross_entropy", "[0, 3]", "4 classes", "from 0 to 4"]),
         (lambda: hg.cross_entropy(torch.randn(3, 4), torch.tensor([0, -1, 1])), ValueError,
          ["cross_entropy", "from -1 to 1"]),
+        (lambda: hg.cross_entropy(torch.randn(3, 0), torch.tensor([0, 0, 0])), ValueError,
+         ["cross_entropy", "0 classes", "3 targets"]),
         (lambda: hg.cross_entropy(torch.randn(3, 4), torch.tensor([0, 1])), ValueError,
          ["cross_entropy", "(3, 4)", "(2,)"]),
         (lambda: hg.cross_entropy(torch.randn(3, 4), torch.zeros(3, 4)), TypeError,

@@ -1,7 +1,7 @@
-"""NaN, ±inf and huge finite inputs: every op's values and gradients equal torch's, NaN in the same places.
+"""Where torch defines a behaviour, handgrad's ops match it: NaN and inf, empty tensors, dtypes.
 
-The matrix (handgrad.check, rows labelled "NaN/inf") compares every op with the native one on such
-inputs; the tests here pin the cases people meet first, by hand, against torch itself.
+The matrix (handgrad.check: rows labelled "NaN/inf", the empty rows) compares every op with the
+native one on such inputs; the tests here pin the cases people meet first against torch itself.
 """
 
 import math
@@ -91,3 +91,37 @@ def test_every_op_has_extremal_rows_compared_with_native_only():
 def test_extremal_rows_skip_the_numerical_checks_with_a_reason(case):
     result = run_check(case, "grad")
     assert result.skipped and result.ok and "finite differences" in result.message
+
+
+# ---------------------------------------------------------------------------------------------
+# zero-size dimensions
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("x_shape, out, bias", [
+    ((4, 0), 3, True), ((4, 0), 3, False), ((0,), 3, True), ((4, 2), 0, True), ((0, 2), 3, True),
+    ((2, 0, 2), 3, True), ((0, 0), 0, True),
+], ids=["0 features", "0 features no bias", "vector 0 features", "0 outputs", "0 rows", "3-d 0 rows", "all 0"])
+def test_affine_with_zero_size_dimensions_equals_linear(x_shape, out, bias):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(x_shape, generator=g, **f64)
+    w = torch.randn(out, x_shape[-1], generator=g, **f64)
+    b = torch.randn(out, generator=g, **f64) if bias else None
+    args = [t for t in (x, w, b) if t is not None]
+    results = []
+    for f in (hg.affine, torch.nn.functional.linear):
+        leaves = [t.clone().requires_grad_() for t in args]
+        y = f(*leaves)
+        results.append([y.detach(), *torch.autograd.grad(y, leaves, torch.ones_like(y))])
+    for h, n in zip(*results):
+        assert h.shape == n.shape and h.dtype == n.dtype
+        torch.testing.assert_close(h, n, rtol=1e-12, atol=1e-12)
+
+
+def test_cross_entropy_with_no_samples_and_no_classes_is_nan_like_torch():
+    logits = torch.zeros(0, 0, requires_grad=True)
+    target = torch.zeros(0, dtype=torch.long)
+    loss = hg.cross_entropy(logits, target)
+    assert loss.isnan() and torch.nn.functional.cross_entropy(logits, target).isnan()
+    loss.backward()
+    assert logits.grad.shape == (0, 0)
