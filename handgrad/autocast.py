@@ -33,7 +33,7 @@ import torch
 
 from ._grad_utils import grad_like, meta_of
 
-__all__ = ["autocast_forward", "autocast_inputs", "autocast_backward", "autocast_metas", "cast_back"]
+__all__ = ["autocast_forward", "autocast_inputs", "autocast_backward", "autocast_metas", "cast_back", "autocast_dtype_of"]
 
 
 def _device_type(args) -> str:
@@ -59,9 +59,19 @@ def _autocast_device(args) -> str | None:
 
 
 def _cast_floating(x, dtype):
-    if isinstance(x, torch.Tensor) and x.is_floating_point() and x.dtype != dtype:
+    # NOTE: float64 is never cast, as torch's own autocast leaves it (F.linear of float64 tensors
+    # under autocast computes and returns float64).
+    if isinstance(x, torch.Tensor) and x.is_floating_point() and x.dtype not in (dtype, torch.float64):
         return x.to(dtype)
     return x
+
+
+def autocast_dtype_of(x: torch.Tensor) -> torch.dtype:
+    """The dtype an op that autocast casts to the lower dtype computes ``x`` in, as torch's autocast does."""
+    device_type = _autocast_device((x,))
+    if device_type is None or not x.is_floating_point() or x.dtype == torch.float64:
+        return x.dtype
+    return torch.get_autocast_dtype(device_type)
 
 
 def autocast_forward(policy: str):

@@ -18,6 +18,8 @@ Checks (all in float64 unless the name says otherwise):
 * ``undef``     gradcheck(check_undefined_grad=True)
 * ``shapes``    calls backward directly and checks each gradient's shape, dtype and device
                 (autograd silently sums a wrong-shaped gradient, so gradcheck alone misses it)
+* ``shapes_ac`` the same in float32 under torch.autocast (bfloat16 on CPU, float16 on CUDA): each
+                gradient is cast back to its own input's dtype
 * ``native64``  values, gradients and jvps equal get_ops("native") in float64 (tight), NaN in the
                 same places
 * ``native32``  the same in float32
@@ -30,6 +32,7 @@ as skipped and counts them apart from the passes.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import inspect
 import sys
 import warnings
@@ -125,6 +128,29 @@ _UPSTREAM_DIFFERENCES = {
     "relu": "documented difference: with inf/NaN in the upstream gradient where relu's output is 0, "
             "grad·mask gives NaN where torch's select gives 0 (the select costs 2-30x on CPU)",
 }
+
+
+_MIXED_REASON = "mixed dtypes: finite differences need every input in float64; compared with the native op instead"
+
+
+def _mixed(op: str, label: str, make, **kw) -> Case:
+    """A row whose inputs have different float dtypes: checked against the native op and shapes only."""
+    return Case(op, label, make, skip=tuple((k, _MIXED_REASON) for k in NUMERICAL), **kw)
+
+
+def _other_dtype(d: torch.dtype) -> torch.dtype:
+    return torch.float32 if d == torch.float64 else torch.float64
+
+
+def _mixed_inputs(*shapes, second=None):
+    """``make`` for inputs in two dtypes: the first in the row's dtype, the others in ``second``
+    (default: float32 for a float64 row and float64 otherwise)."""
+
+    def make(d, dev, g):
+        other = second or _other_dtype(d)
+        return tuple(_randn(s, d if i == 0 else other, dev, g) for i, s in enumerate(shapes))
+
+    return make
 
 
 def _with_extreme_upstream(case: Case) -> Case:
@@ -269,6 +295,7 @@ def _build_cases() -> list[Case]:
     cases.append(Case("sigmoid", "large |x|", lambda d, dev, g: (
         (torch.tensor([-30.0, -8.0, 0.0, 8.0, 30.0], dtype=d, device=dev)).requires_grad_(),)))
     cases += _extremal_cases()
+    cases += _mixed_dtype_cases()
     cases += [
         Case("affine", "matrix + bias", _affine((4, 3), 5)),
         Case("affine", "matrix, no bias", _affine((4, 3), 5, bias=False)),
@@ -330,6 +357,24 @@ def _extremal_cases() -> list[Case]:
         _extremal("mse_loss", "inf, no NaN", _fixed_inputs([_INF, "huge", 1.0], [1.0, "-huge", 2.0])),
     ]
     return cases + [_with_extreme_upstream(c) for c in cases if c.label == "NaN/inf"]
+
+
+def _mixed_dtype_cases() -> list[Case]:
+    """Inputs of different float dtypes: torch promotes, and each gradient keeps its own input's dtype."""
+    cases = []
+    for op in ("add", "mul", "maximum"):
+        cases.append(_mixed(op, "mixed dtypes (2,1)x(2,)", _mixed_inputs((2, 1), (2,))))
+        cases.append(_mixed(op, "mixed dtypes x float16", _mixed_inputs((3, 4), (3, 4), second=torch.float16)))
+    cases += [
+        _mixed("mse_loss", "mixed dtypes", _mixed_inputs((3, 4), (3, 4))),
+        _mixed("l2_penalty", "mixed dtypes", _mixed_inputs((3, 4), (5,)), call=_l2_call, apply_args=_l2_apply),
+        # NOTE: F.linear refuses mixed dtypes (so does affine), except under autocast, which casts
+        # float16/bfloat16/float32 to one dtype: this row runs only in the autocast shape check.
+        Case("affine", "x bfloat16, weight float32", _mixed_inputs((4, 3), (2, 3), (2,), second=torch.bfloat16),
+             skip=tuple((k, "torch refuses mixed dtypes outside autocast; checked under autocast only")
+                        for k in (*NUMERICAL, "shapes", *_PARITY))),
+    ]
+    return cases
 
 
 CASES: list[Case] = _build_cases()
@@ -489,20 +534,33 @@ class _DirectCtx:
         pass
 
 
+#: the autocast dtype the ``shapes_ac`` check uses on each device type (torch's defaults)
+AUTOCAST_DTYPE = {"cpu": torch.bfloat16, "cuda": torch.float16}
+
+
 def check_backward_shapes(case: Case, *, device="cpu", dtype=torch.float64, inputs=None,
-                          function=None) -> CheckResult:
+                          function=None, autocast: bool = False) -> CheckResult:
     """Call the Function's backward directly; every gradient must match its input exactly.
 
     Checks, for each input that needs a gradient, shape, dtype and device; for each that does
     not (a number, an integer target, a tensor with requires_grad=False), that it gets None.
     Runs twice: once with every gradient requested, once with only the first differentiable
-    input (the needs_input_grad path).
+    input (the needs_input_grad path). With ``autocast``, forward, setup_context and backward run
+    under torch.autocast (bfloat16 on CPU, float16 on CUDA), so the cast back to each input's dtype
+    is checked too.
     """
     inputs = inputs if inputs is not None else _inputs(case, dtype, device)
     function = function if function is not None else case.function()
     bound = inspect.signature(function.forward).bind(*case.function_args(*inputs))
     bound.apply_defaults()  # as Function.apply does: setup_context sees every argument
-    args = bound.args
+    device_type = torch.device(device).type
+    context = torch.autocast(device_type, dtype=AUTOCAST_DTYPE[device_type]) if autocast else contextlib.nullcontext()
+    with context:
+        problems = _backward_problems(function, bound.args)
+    return CheckResult(not problems, None, "; ".join(dict.fromkeys(problems)))
+
+
+def _backward_problems(function, args) -> list[str]:
     with torch.no_grad():
         output = function.forward(*args)
     grad_out = torch.randn(output.shape, dtype=output.dtype, device=output.device)
@@ -530,10 +588,17 @@ def check_backward_shapes(case: Case, *, device="cpu", dtype=torch.float64, inpu
                 problems.append(f"input {i}: gradient dtype {g.dtype} != input dtype {a.dtype}")
             elif g.device != a.device:
                 problems.append(f"input {i}: gradient on {g.device}, input on {a.device}")
-    return CheckResult(not problems, None, "; ".join(dict.fromkeys(problems)))
+    return problems
 
 
-_PARITY_TOL = {torch.float64: (1e-12, 1e-10), torch.float32: (1e-5, 1e-5)}
+_PARITY_TOL = {torch.float64: (1e-12, 1e-10), torch.float32: (1e-5, 1e-5), torch.float16: (1e-3, 1e-3),
+               torch.bfloat16: (1e-2, 1e-2)}
+
+
+def _coarsest(inputs) -> torch.dtype:
+    """The least precise float dtype among the inputs: the results are compared at its tolerance."""
+    dtypes = [x.dtype for x in inputs if isinstance(x, torch.Tensor) and x.is_floating_point()]
+    return max(dtypes, key=lambda d: torch.finfo(d).eps)
 
 
 def _upstream(out: torch.Tensor, extreme: bool) -> torch.Tensor:
@@ -573,14 +638,15 @@ def check_parity(case: Case, dtype=torch.float64, *, device="cpu", hand=None, na
                  inputs=None) -> CheckResult:
     """The shared parity helper: values, gradients and jvps of hand ops equal native ops.
 
-    Tolerances: float64 rtol 1e-12 / atol 1e-10, float32 rtol 1e-5 / atol 1e-5; NaN must sit in
-    the same places and infinities must be equal. Rows marked ``extreme_upstream`` feed backward
+    Tolerances: float64 rtol 1e-12 / atol 1e-10, float32 rtol 1e-5 / atol 1e-5, those of the
+    least precise input where dtypes are mixed; NaN must sit in the same places and infinities
+    must be equal; every result must have the native one's dtype. Rows marked ``extreme_upstream`` feed backward
     an upstream gradient with inf and NaN in it (where torch's backward selects, a 0 stays 0).
     """
     hand = hand if hand is not None else get_ops("hand")
     native = native if native is not None else get_ops("native")
     inputs = inputs if inputs is not None else _inputs(case, dtype, device)
-    rtol, atol = _PARITY_TOL[dtype]
+    rtol, atol = _PARITY_TOL[_coarsest(inputs)]
     extreme = case.extreme_upstream
     pairs = list(zip(_parity_results(case, hand, inputs, extreme), _parity_results(case, native, inputs, extreme)))
     problems = [f"dtype {a.dtype} vs {b.dtype}" for a, b in pairs if a.dtype != b.dtype]
@@ -599,6 +665,7 @@ CHECKS: dict[str, Callable[..., CheckResult]] = {
     "batched": lambda c, dev: check_gradients(c, check="batched", device=dev),
     "undef": lambda c, dev: check_gradients(c, check="undef", device=dev),
     "shapes": lambda c, dev: check_backward_shapes(c, device=dev),
+    "shapes_ac": lambda c, dev: check_backward_shapes(c, device=dev, dtype=torch.float32, autocast=True),
     "native64": lambda c, dev: check_parity(c, torch.float64, device=dev),
     "native32": lambda c, dev: check_parity(c, torch.float32, device=dev),
 }

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from . import twins
+from .autocast import autocast_dtype_of
 
 __all__ = [
     "add",
@@ -172,7 +173,21 @@ def affine(x, weight, bias=None):
             f"affine: bias must have shape ({weight.shape[0]},) to match weight "
             f"{tuple(weight.shape)}, got {tuple(bias.shape)}."
         )
+    if x.dtype != weight.dtype or (bias is not None and bias.dtype != x.dtype):
+        _check_affine_dtypes(x, weight, bias)
     return _apply("Affine", x, weight, bias)
+
+
+def _check_affine_dtypes(x, weight, bias) -> None:
+    """x, weight and bias in one dtype, as F.linear requires (after autocast's casts, which spare float64)."""
+    tensors = {"x": x, "weight": weight, "bias": bias}
+    computed = {n: autocast_dtype_of(t) for n, t in tensors.items() if t is not None}
+    if len(set(computed.values())) > 1:
+        got = ", ".join(f"{n} {t.dtype}" for n, t in tensors.items() if t is not None)
+        raise TypeError(
+            f"affine: x, weight and bias must have one dtype, as F.linear requires (autocast does not cast "
+            f"float64), got {got}; convert them with .to(dtype)."
+        )
 
 
 def l2_penalty(weights, lam: float):

@@ -117,3 +117,42 @@ def test_parity_on_nan_rows_catches_a_maximum_that_hides_nan_and_a_relu_that_sto
             assert not result.ok and "differs from native" in result.message
         # on finite inputs the broken ops are right, so only the NaN rows can tell
         assert check_parity(_case(op, "matrix"), torch.float64, hand=ops).ok
+
+
+class UncastMul(fn.Mul):
+    @staticmethod
+    def backward(ctx, grad):
+        a, b = fn.Mul._operands(ctx)
+        # the mistake: the gradients keep the promoted dtype instead of each input's own
+        return grad * b, grad * a
+
+
+class NoCastBackAffine(fn.Affine):
+    @staticmethod
+    @fn.autocast_backward
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        need = ctx.needs_input_grad
+        # the mistake: under autocast the gradients stay in the autocast dtype (no cast_back)
+        return (grad.matmul(weight) if need[0] else None, grad.t().matmul(x) if need[1] else None,
+                grad.sum(0) if need[2] else None)
+
+
+def test_the_shape_check_catches_a_gradient_in_the_promoted_dtype_on_mixed_rows():
+    case = _case("mul", "mixed dtypes x float16")
+    assert check_backward_shapes(case).ok
+    result = check_backward_shapes(case, function=UncastMul)
+    assert not result.ok and "gradient dtype torch.float64 != input dtype torch.float16" in result.message
+    # autograd casts the wrong dtype back silently, so a plain backward cannot tell
+    a = torch.randn(3, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(3, dtype=torch.float16, requires_grad=True)
+    UncastMul.apply(a, b).sum().backward()
+    assert b.grad.dtype == torch.float16
+
+
+def test_the_autocast_shape_check_catches_a_missing_cast_back():
+    case = _case("affine", "matrix + bias")
+    assert check_backward_shapes(case, dtype=torch.float32, function=NoCastBackAffine).ok  # fine without autocast
+    result = check_backward_shapes(case, dtype=torch.float32, function=NoCastBackAffine, autocast=True)
+    assert not result.ok and "gradient dtype torch.bfloat16 != input dtype torch.float32" in result.message
+    assert check_backward_shapes(case, dtype=torch.float32, autocast=True).ok

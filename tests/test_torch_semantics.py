@@ -125,3 +125,52 @@ def test_cross_entropy_with_no_samples_and_no_classes_is_nan_like_torch():
     assert loss.isnan() and torch.nn.functional.cross_entropy(logits, target).isnan()
     loss.backward()
     assert logits.grad.shape == (0, 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# dtypes
+# ---------------------------------------------------------------------------------------------
+
+_F = torch.nn.functional
+_DTYPES = [torch.float32, torch.float64, torch.bfloat16]
+
+
+_COMBOS = [(a, b, c) for a in _DTYPES for b in _DTYPES for c in (*_DTYPES, None)]
+
+
+@pytest.mark.parametrize("autocast", [False, True], ids=["plain", "autocast"])
+@pytest.mark.parametrize("dx, dw, db", _COMBOS, ids=["-".join(str(d).replace("torch.", "") for d in c) for c in _COMBOS])
+def test_affine_refuses_exactly_the_dtypes_linear_refuses(dx, dw, db, autocast):
+    x, w = torch.randn(4, 3, dtype=dx), torch.randn(2, 3, dtype=dw)
+    b = None if db is None else torch.randn(2, dtype=db)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        try:
+            expected = _F.linear(x, w, b)
+        except RuntimeError:
+            expected = None
+        if expected is None:
+            with pytest.raises(TypeError, match="affine: x, weight and bias must have one dtype"):
+                hg.affine(x, w, b)
+        else:
+            assert hg.affine(x, w, b).dtype == expected.dtype
+
+
+@pytest.mark.parametrize("op", ["affine", "mse_loss", "cross_entropy", "l2_penalty"])
+def test_autocast_leaves_float64_alone_as_torch_does(op):
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(4, 3, generator=g, **f64)
+    args = {"affine": (a, torch.randn(2, 3, generator=g, **f64)), "mse_loss": (a, a.flip(0)),
+            "cross_entropy": (a, torch.tensor([0, 2, 1, 0])), "l2_penalty": ([a], 0.1)}[op]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        hand, native = getattr(hg, op)(*args), getattr(hg.get_ops("native"), op)(*args)
+    assert native.dtype == torch.float64 and hand.dtype == torch.float64
+    torch.testing.assert_close(hand, native)
+
+
+def test_mixed_dtype_gradients_keep_each_inputs_dtype_when_backward_is_called_directly():
+    from handgrad.check import check_backward_shapes
+
+    for case in CASES:
+        if case.label.startswith("mixed dtypes"):
+            assert check_backward_shapes(case).ok, case.name
+            assert check_backward_shapes(case, dtype=torch.float32, autocast=True).ok, case.name
