@@ -1,7 +1,9 @@
 """The gradient-check matrix: one table of cases, every check run over every row.
 
 ``python -m handgrad.check [--device cpu|cuda] [--op NAME ...]`` prints the matrix (op by check,
-pass/fail and the largest error found) and exits 1 if anything fails. The test suite imports the
+pass/fail and the largest error found) and exits 1 if anything fails. An op that raises is an
+ERROR cell with the exception's first line under the table, never a crash of the report; a
+device torch cannot use here is one sentence and exit 2. The test suite imports the
 same table and the same check functions, so a new op is one row here and is then checked
 everywhere.
 
@@ -41,6 +43,7 @@ from dataclasses import dataclass, replace
 
 import torch
 from torch.autograd import gradcheck, gradgradcheck
+from torch.autograd.gradcheck import GradcheckError
 
 from . import functions as fn
 from .functional import get_ops
@@ -91,6 +94,7 @@ class Case:
     apply_args: Callable | None = None
     skip: tuple[tuple[str, str], ...] = ()  # (check, why) for each check that does not apply to this row
     extreme_upstream: bool = False  # parity feeds backward an upstream gradient with inf and NaN in it
+    tolerance: tuple[float, float] | None = None  # (rtol, atol) for the native comparison, if not the dtype's
 
     @property
     def name(self) -> str:
@@ -285,6 +289,7 @@ def _build_cases() -> list[Case]:
     for label, sa, sb in _BINARY_SHAPES:
         cases.append(Case("maximum", label, _max_pair(sa, sb)))
     cases.append(Case("maximum", "transposed", _max_pair((3, 4), (3, 4), view="t")))
+    cases += _tie_cases()
     for op in ("relu", "sigmoid"):
         kw = {"away_from_zero": op == "relu"}
         for label, shape in [("0-d", ()), ("empty", (0, 3)), ("empty (3,0)", (3, 0)), ("vector", (6,)),
@@ -294,6 +299,8 @@ def _build_cases() -> list[Case]:
         cases.append(Case(op, "strided", _single((3, 8), view="strided", **kw)))
     cases.append(Case("sigmoid", "large |x|", lambda d, dev, g: (
         (torch.tensor([-30.0, -8.0, 0.0, 8.0, 30.0], dtype=d, device=dev)).requires_grad_(),)))
+    cases.append(Case("sigmoid", "±100, ±1e4", _fixed_inputs([-1e4, -100.0, 100.0, 1e4])))
+    cases.append(_float16_tails())
     cases += _extremal_cases()
     cases += _mixed_dtype_cases()
     cases += [
@@ -332,6 +339,32 @@ def _build_cases() -> list[Case]:
             _randn((4, 3), d, dev, g, view="t"), _randn((3, 4), d, dev, g))),
     ]
     return cases
+
+
+def _tie_cases() -> list[Case]:
+    """Ties in maximum: not differentiable there, so compared with torch's tie rule only, exactly."""
+    reason = "ties: maximum has no derivative there; torch's half-and-half share is compared exactly instead"
+    skip = tuple((k, reason) for k in NUMERICAL)
+    a = [1.5, 0.0, -2.0, 3.0, 0.5, -0.0, 7.0, -1.0]
+    b = [1.5, 0.0, -2.0, 1.0, 0.5, 0.0, 8.0, -1.0]
+    return [
+        Case("maximum", "ties", _fixed_inputs(a, b), skip=skip, tolerance=(0.0, 0.0)),
+        Case("maximum", "ties, broadcast (2,4)x(4,)", _fixed_inputs(a, b[:4], shapes=[(2, 4), (4,)]),
+             skip=skip, tolerance=(0.0, 0.0)),
+    ]
+
+
+def _float16_tails() -> Case:
+    """Sigmoid's left tail in float16, where e^x nears float16's smallest numbers: native by relative error."""
+    reason = "float16 row: finite differences need float64; compared with the native op by relative error"
+
+    def make(d, dev, g):
+        return (torch.linspace(-17, -11, 25, dtype=torch.float16, device=dev).requires_grad_(),)
+
+    # NOTE: one row in float16 whatever the column's dtype, so native64 and native32 run the same
+    # comparison; rtol 1e-2 is ten float16 ulps and atol 0 makes an underflow to 0 a failure.
+    return Case("sigmoid", "float16 tail [-17,-11]", make, skip=tuple((k, reason) for k in NUMERICAL),
+                tolerance=(1e-2, 0.0))
 
 
 def _extremal_cases() -> list[Case]:
@@ -390,10 +423,20 @@ class CheckResult:
     error: float | None = None  # the largest error found, where the check measures one
     message: str = ""  # what went wrong, or why the check was skipped
     skipped: bool = False  # the check does not apply to this row and did not run
+    crashed: bool = False  # the op (or the check) raised instead of giving an answer
 
     @property
     def status(self) -> str:
-        return "skip" if self.skipped else "ok" if self.ok else "FAIL"
+        return "skip" if self.skipped else "ok" if self.ok else "ERROR" if self.crashed else "FAIL"
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+
+
+def _crashed(exc: BaseException) -> CheckResult:
+    return CheckResult(False, None, _first_line(exc), crashed=True)
 
 
 def _inputs(case: Case, dtype=torch.float64, device="cpu", seed=0) -> tuple:
@@ -499,8 +542,10 @@ def check_gradients(case: Case, ops=None, check: str = "grad", *, device="cpu", 
         if check == "undef":
             gradcheck(f, diff, check_undefined_grad=True)
             return CheckResult(True)
-    except Exception as exc:  # noqa: BLE001 - every failure is a result here
-        return CheckResult(False, None, f"{type(exc).__name__}: {str(exc).strip().splitlines()[0]}")
+    except GradcheckError as exc:  # the check ran and found wrong gradients
+        return CheckResult(False, None, _first_line(exc))
+    except Exception as exc:  # noqa: BLE001 - the op raised: an ERROR result, never a crash of the report
+        return _crashed(exc)
     raise ValueError(f"check_gradients: unknown check {check!r}")
 
 
@@ -534,10 +579,6 @@ class _DirectCtx:
         pass
 
 
-#: the autocast dtype the ``shapes_ac`` check uses on each device type (torch's defaults)
-AUTOCAST_DTYPE = {"cpu": torch.bfloat16, "cuda": torch.float16}
-
-
 def check_backward_shapes(case: Case, *, device="cpu", dtype=torch.float64, inputs=None,
                           function=None, autocast: bool = False) -> CheckResult:
     """Call the Function's backward directly; every gradient must match its input exactly.
@@ -554,7 +595,7 @@ def check_backward_shapes(case: Case, *, device="cpu", dtype=torch.float64, inpu
     bound = inspect.signature(function.forward).bind(*case.function_args(*inputs))
     bound.apply_defaults()  # as Function.apply does: setup_context sees every argument
     device_type = torch.device(device).type
-    context = torch.autocast(device_type, dtype=AUTOCAST_DTYPE[device_type]) if autocast else contextlib.nullcontext()
+    context = torch.autocast(device_type) if autocast else contextlib.nullcontext()  # torch's default dtype there
     with context:
         problems = _backward_problems(function, bound.args)
     return CheckResult(not problems, None, "; ".join(dict.fromkeys(problems)))
@@ -646,7 +687,7 @@ def check_parity(case: Case, dtype=torch.float64, *, device="cpu", hand=None, na
     hand = hand if hand is not None else get_ops("hand")
     native = native if native is not None else get_ops("native")
     inputs = inputs if inputs is not None else _inputs(case, dtype, device)
-    rtol, atol = _PARITY_TOL[_coarsest(inputs)]
+    rtol, atol = case.tolerance or _PARITY_TOL[_coarsest(inputs)]
     extreme = case.extreme_upstream
     pairs = list(zip(_parity_results(case, hand, inputs, extreme), _parity_results(case, native, inputs, extreme)))
     problems = [f"dtype {a.dtype} vs {b.dtype}" for a, b in pairs if a.dtype != b.dtype]
@@ -676,7 +717,10 @@ def run_check(case: Case, check: str, device: str = "cpu") -> CheckResult:
     reason = case.skip_reason(check)
     if reason is not None:
         return CheckResult(True, None, reason, skipped=True)
-    return CHECKS[check](case, device)
+    try:
+        return CHECKS[check](case, device)
+    except Exception as exc:  # noqa: BLE001 - a raising op is an ERROR cell, and the report goes on
+        return _crashed(exc)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -690,9 +734,12 @@ def _format(results: list[CheckResult]) -> str:
     skipped = len(results) - len(ran)
     if not ran:
         return "skip" if skipped else ""
-    bad = sum(not r.ok for r in ran)
+    bad = {s: sum(r.status == s for r in ran) for s in ("FAIL", "ERROR")}
     errors = [r.error for r in ran if r.error is not None]
-    cell = f"FAIL {bad}/{len(ran)}" if bad else f"ok {max(errors):.1e}" if errors else "ok"
+    if any(bad.values()):
+        cell = " ".join(f"{s} {n}" for s, n in bad.items() if n) + f"/{len(ran)}"
+    else:
+        cell = f"ok {max(errors):.1e}" if errors else "ok"
     return f"{cell} +{skipped} skip" if skipped else cell
 
 
@@ -717,6 +764,13 @@ def _parse(argv):
         parser.exit(2, f"error: --device {args.device!r} is not a device; use cpu, cuda or cuda:N.\n")
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.exit(2, "error: --device cuda was given but CUDA is not available here; use --device cpu.\n")
+    if device.type == "meta":
+        parser.exit(2, "error: --device meta holds no values to check; use --device cpu or cuda.\n")
+    try:
+        torch.empty(1, device=device)
+    except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError, AssertionError... per backend
+        reason = str(exc).strip().split(". ")[0].splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
+        parser.exit(2, f"error: --device {args.device} cannot be used here ({reason}); use --device cpu.\n")
     return args, names, device
 
 
@@ -746,17 +800,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                     print(f"{case.name:40s} {k:9s} {res.status} {res.error if res.error is not None else ''}")
         rows.append([name, str(len(cases)), *(_format(column[k]) for k in checks)])
 
-    print(f"handgrad gradient-check matrix on {device} (torch {torch.__version__}); "
-          "ok = passed, number = largest error found, +k skip = k rows where the check does not apply")
+    print(f"handgrad gradient-check matrix on {device} (torch {torch.__version__}); ok = passed, number = largest "
+          "error found, FAIL = wrong result, ERROR = the op raised, +k skip = k rows where the check does not apply")
     _print_table(["op", "cases", *checks], rows)
-    count = {s: sum(r.status == s for _, _, r in results) for s in ("ok", "FAIL", "skip")}
-    print(f"{count['ok']} passed, {count['FAIL']} failed, {count['skip']} skipped")
+    count = {s: sum(r.status == s for _, _, r in results) for s in ("ok", "FAIL", "ERROR", "skip")}
+    print(f"{count['ok']} passed, {count['FAIL']} failed, {count['ERROR']} errors, {count['skip']} skipped")
     for reason in dict.fromkeys(r.message for _, _, r in results if r.skipped):
         print(f"  skipped: {reason}")
     for case, k, r in results:
-        if r.status == "FAIL":
-            print(f"  FAIL {case.name} {k}: {r.message}")
-    return 1 if count["FAIL"] else 0
+        if r.status in ("FAIL", "ERROR"):
+            print(f"  {r.status} {case.name} {k}: {r.message}")
+    return 1 if count["FAIL"] or count["ERROR"] else 0
 
 
 if __name__ == "__main__":

@@ -197,6 +197,7 @@ class Maximum(_Op):
 
     @staticmethod
     def jvp(ctx, ta, tb):
+        """ż = s ȧ + (1 - s) ḃ with s = [a > b] + ½[a = b]; rounds as torch's own rule does at a tie."""
         a, b = ctx.saved_tensors
         shape, dtype = ctx.out_meta
         share = Maximum._share_of_a(a, b, dtype)

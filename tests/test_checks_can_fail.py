@@ -156,3 +156,37 @@ def test_the_autocast_shape_check_catches_a_missing_cast_back():
     result = check_backward_shapes(case, dtype=torch.float32, function=NoCastBackAffine, autocast=True)
     assert not result.ok and "gradient dtype torch.bfloat16 != input dtype torch.float32" in result.message
     assert check_backward_shapes(case, dtype=torch.float32, autocast=True).ok
+
+
+class NaiveSigmoid(fn.Sigmoid):
+    @staticmethod
+    def forward(x):
+        # the mistake: e^-x overflows float16 for x < -11.1, so the tail underflows to 0
+        return 1 / (1 + torch.exp(-x))
+
+
+class OverflowingSigmoid(fn.Sigmoid):
+    @staticmethod
+    def forward(x):
+        # the mistake: e^x / (1 + e^x) is inf / inf = NaN once e^x overflows (x = 100 in float32)
+        return torch.exp(x) / (1 + torch.exp(x))
+
+
+class WinnerTakesTiesMaximum(fn.Maximum):
+    @staticmethod
+    def backward(ctx, grad):
+        a, b = ctx.saved_tensors
+        # the mistake: a tie gives a the whole gradient instead of half to each side
+        return grad * (a >= b).to(grad.dtype), grad * (a < b).to(grad.dtype)
+
+
+def test_the_new_rows_catch_float16_underflow_overflow_nan_and_a_wrong_tie_share():
+    broken = [
+        ("sigmoid", "float16 tail [-17,-11]", _ops_with(sigmoid=lambda x: NaiveSigmoid.apply(x))),
+        ("sigmoid", "±100, ±1e4", _ops_with(sigmoid=lambda x: OverflowingSigmoid.apply(x))),
+        ("maximum", "ties", _ops_with(maximum=lambda a, b: WinnerTakesTiesMaximum.apply(a, b))),
+    ]
+    for op, label, ops in broken:
+        assert check_parity(_case(op, label), torch.float32).ok
+        assert not check_parity(_case(op, label), torch.float32, hand=ops).ok, (op, label)
+        assert check_parity(_case(op, "matrix"), torch.float32, hand=ops).ok  # ordinary rows miss it

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from handgrad import functions as fn
 from handgrad.check import CASES, CHECKS, run_check
 from handgrad.functional import OP_NAMES
 
@@ -68,6 +69,44 @@ def test_check_report_shows_and_counts_skipped_cells_apart(capsys):
     rows = [c for c in CASES if c.op == "relu"]
     skipped = sum(c.skip_reason(k) is not None for c in rows for k in CHECKS)
     ran = len(rows) * len(CHECKS) - skipped
-    assert skipped > 0 and f"{ran} passed, 0 failed, {skipped} skipped" in out
+    assert skipped > 0 and f"{ran} passed, 0 failed, 0 errors, {skipped} skipped" in out
     assert re.search(rf"\| relu +\| {len(rows)} +\| ok [0-9.e+-]+ \+2 skip", out)
     assert "skipped: NaN/inf inputs" in out
+
+
+class RaisingReLU(fn.ReLU):
+    @staticmethod
+    def backward(ctx, grad):
+        raise RuntimeError("deliberately broken backward\nwith a second line")
+
+
+def test_check_report_shows_an_error_cell_when_a_backward_raises_and_finishes_the_table(monkeypatch, capsys):
+    import re
+
+    from handgrad import check, twins
+
+    monkeypatch.setitem(twins.FAST, "ReLU", twins.fast_twin(RaisingReLU))  # what eager calls run
+    monkeypatch.setitem(twins.FUNCTIONS, "ReLU", RaisingReLU)  # what runs under torch.func
+    monkeypatch.setitem(check._FUNCTION_OF, "relu", RaisingReLU)  # what the shape checks call
+    assert check.main(["--op", "relu", "sigmoid"]) == 1
+    out = capsys.readouterr().out
+    assert re.search(r"\| relu +\| \d+ +\| ERROR \d+/\d+", out)
+    assert re.search(r"\| sigmoid +\| \d+ +\| ok", out)  # the table goes on after the raising op
+    assert "ERROR relu[matrix] grad: RuntimeError: deliberately broken backward" in out
+    assert "ERROR relu[matrix] shapes: RuntimeError: deliberately broken backward" in out
+    assert "second line" not in out
+    assert re.search(r"\d+ passed, 0 failed, [1-9]\d* errors, \d+ skipped", out)
+
+
+@pytest.mark.parametrize("device, words", [("mps", "cannot be used here"), ("xla", "cannot be used here"),
+                                           ("meta", "holds no values"), ("tpu:0", "is not a device")])
+def test_check_report_refuses_a_device_torch_cannot_use_here_in_one_sentence(device, words, capsys):
+    from handgrad.check import main
+
+    if device == "mps" and torch.backends.mps.is_available():
+        pytest.skip("MPS is available here")
+    with pytest.raises(SystemExit) as exc:
+        main(["--device", device])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert words in err and err.count("\n") == 1 and "Traceback" not in err
