@@ -130,7 +130,7 @@ _PARITY = ("native64", "native32")
 #: rows whose native comparison with an inf/NaN upstream gradient is a documented difference, and why
 _UPSTREAM_DIFFERENCES = {
     "relu": "documented difference: with inf/NaN in the upstream gradient where relu's output is 0, "
-            "grad·mask gives NaN where torch's select gives 0 (the select costs 2-30x on CPU)",
+            "grad·mask gives NaN where torch's select gives 0 (a select costs 2-50x the multiply on CPU)",
 }
 
 
@@ -528,7 +528,8 @@ def check_gradients(case: Case, ops=None, check: str = "grad", *, device="cpu", 
                       check_batched_grad=False)
             if _no_jacobian(f, diff):
                 return CheckResult(True)
-            tangents = tuple(torch.randn_like(x) for x in diff)
+            gen = torch.Generator().manual_seed(3)  # seeded: the report shows the same error every run
+            tangents = tuple(torch.randn(x.shape, generator=gen, dtype=torch.float64).to(x) for x in diff)
             with torch.no_grad():
                 _, jvp = torch.func.jvp(f, tuple(x.detach() for x in diff), tangents)
             vjp_side = sum(
