@@ -3,8 +3,8 @@
 Each function checks its arguments (one clear ``TypeError``/``ValueError`` naming the op, the
 argument and the shapes or dtypes), then calls its ``autograd.Function`` in one of three forms
 built from the same static methods: the op itself under ``torch.func`` transforms, its twin
-without ``jvp`` inside ``torch.compile`` (:func:`handgrad.functions.compile_twin`), and otherwise
-its ctx-first twin, which has the least per-call overhead (:func:`handgrad.functions.fast_twin`).
+without ``jvp`` inside ``torch.compile`` (:func:`handgrad.twins.compile_twin`), and otherwise
+its ctx-first twin, which has the least per-call overhead (:func:`handgrad.twins.fast_twin`).
 
 ``get_ops("hand")`` and ``get_ops("native")`` return namespaces with the same names, so a model
 or a test switches implementation with one argument and never branches on which it got.
@@ -19,7 +19,8 @@ from types import SimpleNamespace
 import torch
 import torch.nn.functional as F
 
-from . import functions as fn
+from . import twins
+from .autocast import autocast_dtype_of
 
 __all__ = [
     "add",
@@ -41,13 +42,13 @@ _transforms_active = torch._C._are_functorch_transforms_active
 
 
 def _apply(name: str, *args):
-    """Call op ``name`` in the form that suits the context (see :mod:`handgrad.functions`)."""
+    """Call op ``name`` in the form that suits the context (see :mod:`handgrad.twins`)."""
     # NOTE: looked up by name: Dynamo traces a constant-string dict lookup without a break.
     if _is_compiling():
-        return fn.COMPILED[name].apply(*args)
+        return twins.COMPILED[name].apply(*args)
     if _transforms_active():
-        return fn.FUNCTIONS[name].apply(*args)
-    return fn.FAST[name].apply(*args)
+        return twins.FUNCTIONS[name].apply(*args)
+    return twins.FAST[name].apply(*args)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -172,7 +173,21 @@ def affine(x, weight, bias=None):
             f"affine: bias must have shape ({weight.shape[0]},) to match weight "
             f"{tuple(weight.shape)}, got {tuple(bias.shape)}."
         )
+    if x.dtype != weight.dtype or (bias is not None and bias.dtype != x.dtype):
+        _check_affine_dtypes(x, weight, bias)
     return _apply("Affine", x, weight, bias)
+
+
+def _check_affine_dtypes(x, weight, bias) -> None:
+    """x, weight and bias in one dtype, as F.linear requires (after autocast's casts, which spare float64)."""
+    tensors = {"x": x, "weight": weight, "bias": bias}
+    computed = {n: autocast_dtype_of(t) for n, t in tensors.items() if t is not None}
+    if len(set(computed.values())) > 1:
+        got = ", ".join(f"{n} {t.dtype}" for n, t in tensors.items() if t is not None)
+        raise TypeError(
+            f"affine: x, weight and bias must have one dtype, as F.linear requires (autocast does not cast "
+            f"float64), got {got}; convert them with .to(dtype)."
+        )
 
 
 def l2_penalty(weights, lam: float):
@@ -210,6 +225,8 @@ def cross_entropy(logits, target):
             f"got logits {tuple(logits.shape)} and target {tuple(target.shape)}."
         )
     classes = logits.shape[-1]
+    if classes == 0 and target.numel():
+        raise ValueError(f"cross_entropy: logits have 0 classes, so none of the {target.numel()} targets can be valid.")
     if target.numel() and not _transforms_active() and not _is_compiling():
         low, high = torch.aminmax(target)  # one pass over the targets
         low, high = low.item(), high.item()

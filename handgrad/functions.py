@@ -11,17 +11,20 @@ Every class follows the same shape:
 * ``generate_vmap_rule = True`` lets ``torch.func.vmap`` batch the Function.
 
 The lowercase API in :mod:`handgrad.functional` validates arguments and calls ``.apply`` of the
-op, or of a twin made from the same static methods (``FAST`` for plain eager calls, ``COMPILED``
-inside ``torch.compile``); use that rather than these classes unless you are testing a backward
-directly.
+op, or of a twin made from the same static methods (:mod:`handgrad.twins`: ``FAST`` for plain
+eager calls, ``COMPILED`` inside ``torch.compile``); use that rather than these classes unless you
+are testing a backward directly. The autocast plumbing lives in :mod:`handgrad.autocast`.
 """
 
 from __future__ import annotations
 
-import functools
 import inspect
+import math
 
 import torch
+
+from ._grad_utils import grad_like, meta_of, sum_to_shape
+from .autocast import autocast_backward, autocast_forward, autocast_inputs, autocast_metas, cast_back
 
 __all__ = [
     "Add",
@@ -35,146 +38,12 @@ __all__ = [
     "MSELoss",
     "ALL_FUNCTIONS",
     "sum_to_shape",
-    "fast_twin",
-    "compile_twin",
-    "FUNCTIONS",
-    "FAST",
-    "COMPILED",
 ]
 
 
 # ---------------------------------------------------------------------------------------------
-# helpers
+# the base class
 # ---------------------------------------------------------------------------------------------
-
-
-def sum_to_shape(grad: torch.Tensor, shape: torch.Size) -> torch.Tensor:
-    """Reduce a broadcast gradient to ``shape``: broadcast backward is a sum.
-
-    Sums the leading dimensions ``grad`` has and ``shape`` lacks, and every dimension where
-    ``shape`` is 1 but ``grad`` is not.
-    """
-    if grad.shape == shape:
-        return grad
-    lead = grad.dim() - len(shape)
-    dims = list(range(lead))
-    dims += [lead + i for i, n in enumerate(shape) if n == 1 and grad.shape[lead + i] != 1]
-    if dims:
-        grad = grad.sum(dim=dims, keepdim=True)
-    return grad.reshape(shape)
-
-
-def _like(grad: torch.Tensor, meta: tuple[torch.Size, torch.dtype]) -> torch.Tensor:
-    """Gradient for an input recorded as ``(shape, dtype)``: summed to its shape, in its dtype."""
-    shape, dtype = meta
-    grad = sum_to_shape(grad, shape)
-    return grad if grad.dtype == dtype else grad.to(dtype)
-
-
-def _meta(x) -> tuple[torch.Size, torch.dtype] | None:
-    return (x.shape, x.dtype) if isinstance(x, torch.Tensor) else None
-
-
-def _autocast_metas(ctx, inputs) -> tuple | None:
-    """Each input's (shape, dtype) when the op runs under autocast (see ``autocast_inputs``), else None.
-
-    For ops whose gradients already have their inputs' shapes and dtypes unless autocast cast the
-    inputs: recording nothing keeps the common case free of the bookkeeping.
-    """
-    return None if ctx.autocast is None else tuple(_meta(x) for x in inputs)
-
-
-def _cast_back(metas, *grads):
-    """The gradients as they are, or, with ``metas`` recorded under autocast, each in its input's dtype."""
-    if metas is None:
-        return grads
-    return tuple(None if g is None else _like(g, m) for g, m in zip(grads, metas))
-
-
-def _device_type(args) -> str:
-    for a in args:
-        if isinstance(a, torch.Tensor):
-            return a.device.type
-        if isinstance(a, (list, tuple)):
-            return _device_type(a)
-    return "cpu"
-
-
-# NOTE: torch.amp.custom_fwd/custom_bwd assume the old forward(ctx, ...) style and store their
-# state on the first input, which breaks setup_context-style Functions. These two helpers do the
-# same job in this style: forward casts floating inputs to the autocast dtype (or float32 for
-# ops that need the range), computes with autocast off, and backward runs under the same state.
-
-
-#: True when autocast is on for any device: one cheap call that lets the common case skip the rest
-#: (a private torch function; where a torch version lacks it, every call takes the full check).
-_any_autocast = getattr(torch._C, "_is_any_autocast_enabled", None) or (lambda: True)
-
-
-def _autocast_device(args) -> str | None:
-    """The device type of ``args`` if autocast is on for it, else None (the common case: one call)."""
-    if not _any_autocast():
-        return None
-    device_type = _device_type(args)
-    return device_type if torch.is_autocast_enabled(device_type) else None
-
-
-def _cast_floating(x, dtype):
-    if isinstance(x, torch.Tensor) and x.is_floating_point() and x.dtype != dtype:
-        return x.to(dtype)
-    return x
-
-
-def autocast_forward(policy: str):
-    """Decorate a static ``forward``: under autocast, cast floating inputs and compute unautocast.
-
-    ``policy`` is ``"lower"`` (the autocast dtype, for GEMMs) or ``"float32"`` (for reductions and
-    losses that need the range, as native autocast does for ``cross_entropy`` and ``mse_loss``).
-    """
-
-    def decorate(forward):
-        @functools.wraps(forward)
-        def wrapper(*args):
-            device_type = _autocast_device(args)
-            if device_type is None:
-                return forward(*args)
-            dtype = torch.get_autocast_dtype(device_type) if policy == "lower" else torch.float32
-            args = tuple(_cast_floating(a, dtype) for a in args)
-            with torch.autocast(device_type, enabled=False):
-                return forward(*args)
-
-        return wrapper
-
-    return decorate
-
-
-def autocast_inputs(ctx, inputs, policy: str):
-    """Call in ``setup_context``: record the autocast state and return the inputs as forward saw them.
-
-    Backward then computes with the same (cast) tensors forward used, and ``_like`` casts each
-    gradient back to its input's own dtype.
-    """
-    device_type = _autocast_device(inputs)
-    if device_type is None:
-        ctx.autocast = None
-        return inputs
-    ctx.autocast = (device_type, torch.get_autocast_dtype(device_type))
-    dtype = ctx.autocast[1] if policy == "lower" else torch.float32
-    return tuple(_cast_floating(a, dtype) for a in inputs)
-
-
-def autocast_backward(backward):
-    """Decorate a static ``backward`` so that it runs under the forward's autocast state."""
-
-    @functools.wraps(backward)
-    def wrapper(ctx, *grads):
-        if getattr(ctx, "autocast", None) is None:
-            return backward(ctx, *grads)
-        device_type, dtype = ctx.autocast
-        with torch.autocast(device_type, dtype=dtype, enabled=True):
-            return backward(ctx, *grads)
-
-    return wrapper
 
 
 class _Op(torch.autograd.Function):
@@ -207,7 +76,7 @@ class Add(_Op):
     @staticmethod
     def setup_context(ctx, inputs, output):
         a, b = inputs
-        ctx.metas = (_meta(a), _meta(b))
+        ctx.metas = (meta_of(a), meta_of(b))
         ctx.out_meta = (output.shape, output.dtype)
 
     @staticmethod
@@ -215,9 +84,9 @@ class Add(_Op):
         meta_a, meta_b = ctx.metas
         grad_a = grad_b = None
         if ctx.needs_input_grad[0]:
-            grad_a = _like(grad, meta_a)
+            grad_a = grad_like(grad, meta_a)
         if ctx.needs_input_grad[1]:
-            grad_b = _like(grad, meta_b)
+            grad_b = grad_like(grad, meta_b)
         return grad_a, grad_b
 
     @staticmethod
@@ -241,7 +110,7 @@ class Mul(_Op):
         ctx.save_for_backward(*(x if isinstance(x, torch.Tensor) else None for x in inputs))
         ctx.save_for_forward(*(x if isinstance(x, torch.Tensor) else None for x in inputs))
         ctx.numbers = tuple(None if isinstance(x, torch.Tensor) else x for x in inputs)
-        ctx.metas = (_meta(a), _meta(b))
+        ctx.metas = (meta_of(a), meta_of(b))
         ctx.out_meta = (output.shape, output.dtype)
 
     @staticmethod
@@ -256,9 +125,9 @@ class Mul(_Op):
         meta_a, meta_b = ctx.metas
         grad_a = grad_b = None
         if ctx.needs_input_grad[0]:
-            grad_a = _like(grad * b, meta_a)
+            grad_a = grad_like(grad * b, meta_a)
         if ctx.needs_input_grad[1]:
-            grad_b = _like(grad * a, meta_b)
+            grad_b = grad_like(grad * a, meta_b)
         return grad_a, grad_b
 
     @staticmethod
@@ -281,40 +150,54 @@ class Mul(_Op):
 class Maximum(_Op):
     """z = max(a, b) elementwise; the gradient is routed to the larger input, split on ties.
 
-    dz/da = [a > b] + ½[a = b], dz/db = [b > a] + ½[a = b] (torch's convention for ties).
+    dz/da = [a > b] + ½[a = b], dz/db = [b > a] + ½[a = b] (torch's convention for ties); where a
+    or b is NaN, z is NaN and each input gets the whole gradient, as in torch.
     """
 
     @staticmethod
     def forward(a, b):
-        return torch.where(a >= b, a, b)
+        # NOTE: not where(a ≥ b, a, b), which returns b when a is NaN: torch.maximum propagates a
+        # NaN from either side.
+        return torch.maximum(a, b)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
         ctx.save_for_backward(*inputs)
         ctx.save_for_forward(*inputs)
-        ctx.metas = tuple(_meta(x) for x in inputs)
+        ctx.metas = tuple(meta_of(x) for x in inputs)
         ctx.out_meta = (output.shape, output.dtype)
 
     @staticmethod
-    def _share_of_a(a, b, dtype):
-        # NOTE: a weight, not a boolean mask, so that ties give each side exactly half. Not
-        # (1 + sign(a - b)) / 2, which is faster but NaN for a tie of two equal infinities.
-        return (a > b).to(dtype) + 0.5 * (a == b).to(dtype)
+    def _routed(grad, mine, other):
+        """grad where mine > other, grad/2 on a tie, 0 where mine < other; all of grad at a NaN.
+
+        NOTE: selects, not grad · weight: an infinite or NaN grad must still give exactly 0 to the
+        losing side (0 · inf = NaN), and NaN compares unequal, so it keeps the whole gradient on
+        both sides, as torch's own backward does. Not on the training path, so speed matters less.
+        """
+        return torch.where(mine == other, grad / 2, grad).masked_fill(mine < other, 0)
 
     @staticmethod
     def backward(ctx, grad):
         a, b = ctx.saved_tensors
         meta_a, meta_b = ctx.metas
-        share = Maximum._share_of_a(a, b, grad.dtype)
         grad_a = grad_b = None
         if ctx.needs_input_grad[0]:
-            grad_a = _like(grad * share, meta_a)
+            grad_a = grad_like(Maximum._routed(grad, a, b), meta_a)
         if ctx.needs_input_grad[1]:
-            grad_b = _like(grad * (1 - share), meta_b)
+            grad_b = grad_like(Maximum._routed(grad, b, a), meta_b)
         return grad_a, grad_b
 
     @staticmethod
+    def _share_of_a(a, b, dtype):
+        # NOTE: a weight, not a boolean mask, so that ties give each side exactly half. Not
+        # (1 + sign(a - b)) / 2, which is faster but NaN for a tie of two equal infinities. At a
+        # NaN the share is 0, so the tangent is b's: torch's forward-mode rule does the same.
+        return (a > b).to(dtype) + 0.5 * (a == b).to(dtype)
+
+    @staticmethod
     def jvp(ctx, ta, tb):
+        """ż = s ȧ + (1 - s) ḃ with s = [a > b] + ½[a = b]; rounds as torch's own rule does at a tie."""
         a, b = ctx.saved_tensors
         shape, dtype = ctx.out_meta
         share = Maximum._share_of_a(a, b, dtype)
@@ -332,7 +215,7 @@ class Maximum(_Op):
 
 
 class ReLU(_Op):
-    """y = max(x, 0); dy/dx = [y > 0] (relu'(0) = 0, the same subgradient as torch)."""
+    """y = max(x, 0); dy/dx = [y ≠ 0]: 0 where x ≤ 0 (relu'(0) = 0, as torch), 1 where x > 0 or x is NaN."""
 
     @staticmethod
     def forward(x):
@@ -341,21 +224,27 @@ class ReLU(_Op):
     @staticmethod
     def setup_context(ctx, inputs, output):
         # NOTE: save the output, not the input: the next Affine keeps it alive anyway, and the
-        # mask y > 0 equals x > 0.
+        # mask y ≠ 0 equals torch's x > 0 or x NaN.
         ctx.save_for_backward(output)
         ctx.save_for_forward(output)
 
     @staticmethod
     def _mask(y):
-        # NOTE: y ≥ 0, so sign(y) is exactly [y > 0] as a float; one fast kernel, where y > 0
-        # followed by a cast is two slow ones on CPU (bool kernels: ~40 µs vs ~5 µs at 128×256).
-        return y.sign()
+        # NOTE: y is ≥ 0 or NaN, so [y ≠ 0] is torch's [not y ≤ 0], which passes the gradient at a
+        # NaN input. sign(y) alone is one fast kernel but gives 0 at NaN; nan_to_num first adds a
+        # second fast one, where a bool mask and a cast are two slow ones on CPU (~40 µs vs ~5 µs
+        # at 128×256).
+        return y.nan_to_num(1.0).sign_()
 
     @staticmethod
     def backward(ctx, grad):
         (y,) = ctx.saved_tensors
         if not ctx.needs_input_grad[0]:
             return None
+        # NOTE: grad · mask, not torch's select: the two differ only where grad itself is inf or
+        # NaN at a unit whose output is 0 (0 · inf = NaN where torch gives 0), i.e. in a gradient
+        # that is already non-finite. The select costs 2-3× this at 128×256 and up to 30× at
+        # 512×256 on this CPU; the README lists the difference.
         return grad * ReLU._mask(y).to(grad.dtype)
 
     @staticmethod
@@ -398,6 +287,12 @@ class Sigmoid(_Op):
 # ---------------------------------------------------------------------------------------------
 
 
+def _rows(t: torch.Tensor) -> torch.Tensor:
+    """``t`` as a matrix of its last dimension: (..., n) -> (rows, n), a vector -> (1, n)."""
+    # NOTE: not reshape(-1, n), which cannot infer the rows when n = 0 (0 input features or outputs).
+    return t.reshape(math.prod(t.shape[:-1]), t.shape[-1])
+
+
 class Affine(_Op):
     """Y = X Wᵀ + b, X (..., in), W (out, in), b (out,): the ``nn.Linear`` layout.
 
@@ -416,7 +311,7 @@ class Affine(_Op):
     def setup_context(ctx, inputs, output):
         # NOTE: under autocast, save the cast copies forward computed with (as native does).
         x, weight, _ = autocast_inputs(ctx, inputs, "lower")
-        ctx.metas = _autocast_metas(ctx, inputs)
+        ctx.metas = autocast_metas(ctx, inputs)
         # NOTE: dX needs only W and dW needs only X; skip the one nobody asked for (the first
         # layer never needs dX, and holding the input alive would cost memory).
         need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
@@ -431,12 +326,12 @@ class Affine(_Op):
         if ctx.needs_input_grad[0]:
             grad_x = grad.matmul(weight)
         if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
-            grad_2d = grad.reshape(-1, grad.shape[-1])
+            grad_2d = _rows(grad)
             if ctx.needs_input_grad[1]:
-                grad_w = grad_2d.t().matmul(x.reshape(-1, x.shape[-1]))
+                grad_w = grad_2d.t().matmul(_rows(x))
             if ctx.needs_input_grad[2]:
                 grad_b = grad_2d.sum(0)
-        return _cast_back(ctx.metas, grad_x, grad_w, grad_b)
+        return cast_back(ctx.metas, grad_x, grad_w, grad_b)
 
     @staticmethod
     def jvp(ctx, tx, tw, tb):
@@ -479,7 +374,7 @@ class L2Penalty(_Op):
     @staticmethod
     def setup_context(ctx, inputs, output):
         lam, *weights = autocast_inputs(ctx, inputs, "float32")
-        ctx.metas = _autocast_metas(ctx, inputs)
+        ctx.metas = autocast_metas(ctx, inputs)
         ctx.lam = lam
         ctx.save_for_backward(*weights)
         ctx.save_for_forward(*weights)
@@ -490,7 +385,7 @@ class L2Penalty(_Op):
         # NOTE: grad is 0-d: scale it once, then one full-size multiply per weight.
         scale = grad * ctx.lam
         grads = [w * scale if ctx.needs_input_grad[i + 1] else None for i, w in enumerate(weights)]
-        return _cast_back(ctx.metas, None, *grads)
+        return cast_back(ctx.metas, None, *grads)
 
     @staticmethod
     def jvp(ctx, _tlam, *tangents):
@@ -511,6 +406,8 @@ class L2Penalty(_Op):
 def _shifted(logits: torch.Tensor) -> torch.Tensor:
     # NOTE: subtracting the row max keeps every exponent ≤ 0, so large logits cannot overflow;
     # the max is detached: softmax does not depend on the shift, so no gradient flows through it.
+    if logits.shape[-1] == 0:
+        return logits  # no classes: nothing to shift (amax of an empty row is an error)
     return logits - logits.amax(dim=-1, keepdim=True).detach()
 
 
@@ -532,7 +429,7 @@ class CrossEntropy(_Op):
     @staticmethod
     def setup_context(ctx, inputs, output):
         logits, target = autocast_inputs(ctx, inputs, "float32")
-        ctx.metas = _autocast_metas(ctx, inputs)
+        ctx.metas = autocast_metas(ctx, inputs)
         # NOTE: keep the logits and recompute softmax in backward (N×C, the same bytes as the
         # log-probabilities native saves); a saved intermediate would break double backward.
         ctx.save_for_backward(logits, target)
@@ -562,13 +459,15 @@ class CrossEntropy(_Op):
         if not ctx.needs_input_grad[0]:
             return None, None
         scale = grad * CrossEntropy._per_sample(target)  # grad is 0-d: fold 1/N into it
-        return _cast_back(ctx.metas, CrossEntropy._scaled_gradient(logits, target, scale), None)
+        return cast_back(ctx.metas, CrossEntropy._scaled_gradient(logits, target, scale), None)
 
     @staticmethod
     def jvp(ctx, tlogits, _ttarget):
         logits, target = ctx.saved_tensors
-        slope = CrossEntropy._scaled_gradient(logits, target, CrossEntropy._per_sample(target))
-        return (slope * tlogits).sum()
+        # NOTE: each sample's slope · tangent, then the mean over samples: with 0 samples the jvp is
+        # NaN, as the value (a mean of nothing) and torch's jvp are.
+        slope = CrossEntropy._scaled_gradient(logits, target, 1.0)
+        return (slope * tlogits).sum(dim=-1).mean()
 
 
 class MSELoss(_Op):
@@ -581,7 +480,7 @@ class MSELoss(_Op):
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        ctx.metas = tuple(_meta(x) for x in inputs)
+        ctx.metas = tuple(meta_of(x) for x in inputs)
         inputs = autocast_inputs(ctx, inputs, "float32")
         ctx.save_for_backward(*inputs)
         ctx.save_for_forward(*inputs)
@@ -598,77 +497,32 @@ class MSELoss(_Op):
         slope = grad * MSELoss._slope(pred, target)
         grad_p = grad_t = None
         if ctx.needs_input_grad[0]:
-            grad_p = _like(slope, meta_p)
+            grad_p = grad_like(slope, meta_p)
         if ctx.needs_input_grad[1]:
-            grad_t = _like(-slope, meta_t)
+            grad_t = grad_like(-slope, meta_t)
         return grad_p, grad_t
 
     @staticmethod
     def jvp(ctx, tp, tt):
         pred, target = ctx.saved_tensors
-        slope = MSELoss._slope(pred, target)
-        out = torch.zeros((), dtype=slope.dtype, device=slope.device)
-        if tp is not None:
-            out = out + (slope * tp).sum()
-        if tt is not None:
-            out = out - (slope * tt).sum()
-        return out
+        # NOTE: 2 (a - y) ṫa + 2 (y - a) ṫy, then the mean: torch's own terms in torch's order, so
+        # that where 2 (a - y) overflows the result is inf or NaN exactly where torch's is.
+        terms = [2 * (u - v) * t for u, v, t in ((pred, target, tp), (target, pred, tt)) if t is not None]
+        return (terms[0] if len(terms) == 1 else terms[0] + terms[1]).mean()
 
 
 ALL_FUNCTIONS = (Add, Mul, Maximum, ReLU, Sigmoid, Affine, L2Penalty, CrossEntropy, MSELoss)
 
 
-# ---------------------------------------------------------------------------------------------
-# twins: the same static methods, packaged for plain eager calls and for torch.compile
-# ---------------------------------------------------------------------------------------------
+# NOTE: the twins moved to handgrad.twins (which imports this module, so importing them here at the
+# top would be a cycle); code written against the old place, ``handgrad.functions.FAST`` and
+# friends, still finds them, the very same objects.
+_MOVED_TO_TWINS = ("fast_twin", "compile_twin", "FUNCTIONS", "FAST", "COMPILED")
 
 
-def _twin(cls: type, suffix: str, base: type, body: dict) -> type[torch.autograd.Function]:
-    """A class named ``<cls><suffix>`` on ``base`` with ``body``, documented and placed as ``cls``."""
-    body = {**body, "__doc__": cls.__doc__, "__module__": cls.__module__, "__qualname__": f"{cls.__qualname__}{suffix}"}
-    return type(f"{cls.__name__}{suffix}", (base,), body)
+def __getattr__(name: str):
+    if name in _MOVED_TO_TWINS:
+        from . import twins
 
-
-def fast_twin(cls: type[torch.autograd.Function]) -> type[torch.autograd.Function]:
-    """The same op in the ctx-first style (``forward(ctx, *args)``), for plain eager calls.
-
-    NOTE: on torch 2.14, ``apply`` of a setup_context-style Function binds its arguments through
-    ``inspect.signature`` and its backward node costs more too: an identity Function measured 13 µs
-    forward and 65 µs forward + backward, against 6 µs and 46 µs ctx-first (2-core CPU). The
-    ctx-first style cannot run under ``torch.func`` transforms, so the lowercase API uses this twin
-    only when no transform is active and Dynamo is not tracing. Its forward calls the op's own
-    ``forward`` and ``setup_context``; ``backward`` and ``jvp`` are the op's own static methods.
-    Unlike the op's own ``apply``, the twin's takes every argument (no defaults filled in).
-    """
-    forward, setup_context = cls.forward, cls.setup_context
-    positional = sum(p.kind is p.POSITIONAL_OR_KEYWORD for p in inspect.signature(forward).parameters.values())
-
-    def ctx_forward(ctx, *args):
-        if len(args) < positional:
-            # NOTE: nothing fills in defaults here, and backward returns one gradient per
-            # argument; the lowercase API always passes every argument.
-            raise TypeError(f"{cls.__name__}Fast.apply takes all {positional} arguments, got {len(args)}.")
-        output = forward(*args)
-        setup_context(ctx, args, output)
-        return output
-
-    body = {name: inspect.getattr_static(cls, name) for name in ("backward", "jvp")}
-    return _twin(cls, "Fast", torch.autograd.Function, {**body, "forward": staticmethod(ctx_forward)})
-
-
-def compile_twin(cls: type[torch.autograd.Function]) -> type[torch.autograd.Function]:
-    """The same op without ``jvp``, for use inside ``torch.compile``.
-
-    NOTE: Dynamo (torch 2.14) refuses an autograd.Function that defines ``jvp``, so compiled code
-    traces this twin, built from the very same static methods; eager code keeps forward-mode AD.
-    """
-    body = {name: inspect.getattr_static(cls, name) for name in ("forward", "setup_context", "backward")}
-    return _twin(cls, "Compiled", _Op, body)
-
-
-#: name -> the op itself (setup_context style, with jvp): what runs under torch.func transforms.
-FUNCTIONS = {cls.__name__: cls for cls in ALL_FUNCTIONS}
-#: name -> its ctx-first twin: what the lowercase API runs in plain eager mode (the fast path).
-FAST = {name: fast_twin(cls) for name, cls in FUNCTIONS.items()}
-#: name -> its jvp-free twin: what the lowercase API runs inside torch.compile.
-COMPILED = {name: compile_twin(cls) for name, cls in FUNCTIONS.items()}
+        return getattr(twins, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from handgrad import functions as fn
 from handgrad.check import CASES, CHECKS, run_check
 from handgrad.functional import OP_NAMES
 
@@ -11,6 +12,8 @@ from handgrad.functional import OP_NAMES
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 def test_matrix(case, check, device):
     result = run_check(case, check, device)
+    if result.skipped:
+        pytest.skip(result.message)
     assert result.ok, f"{case.name} {check}: {result.message}"
 
 
@@ -20,7 +23,9 @@ def test_every_op_has_rows_for_every_kind_of_input():
     labels = {c.label for c in CASES}
     for needed in ["0-d", "empty", "vector", "matrix", "3-d", "(2,1)x(2,)", "(1,3,2)x(3,2)",
                    "(3,1,2)x(1,3,2)", "tensor x number", "transposed", "strided x broadcast",
-                   "matrix, no bias", "3-d batch"]:
+                   "matrix, no bias", "3-d batch", "(0,1)x(3,)", "(1,)x(0,)", "0-d x empty", "empty (3,0)",
+                   "0 features", "0 features, no bias", "0 outputs", "3-d, 0 rows", "all sizes 0",
+                   "0 samples", "0 samples, 0 classes", "one empty"]:
         assert needed in labels
 
 
@@ -52,3 +57,56 @@ def test_check_report_rejects_unknown_op_and_missing_cuda(capsys):
             main(["--device", "cuda"])
         assert exc.value.code == 2
         assert "CUDA is not available" in capsys.readouterr().err
+
+
+def test_check_report_shows_and_counts_skipped_cells_apart(capsys):
+    import re
+
+    from handgrad.check import main
+
+    assert main(["--op", "relu"]) == 0
+    out = capsys.readouterr().out
+    rows = [c for c in CASES if c.op == "relu"]
+    skipped = sum(c.skip_reason(k) is not None for c in rows for k in CHECKS)
+    ran = len(rows) * len(CHECKS) - skipped
+    assert skipped > 0 and f"{ran} passed, 0 failed, 0 errors, {skipped} skipped" in out
+    assert re.search(rf"\| relu +\| {len(rows)} +\| ok [0-9.e+-]+ \+2 skip", out)
+    assert "skipped: NaN/inf inputs" in out
+
+
+class RaisingReLU(fn.ReLU):
+    @staticmethod
+    def backward(ctx, grad):
+        raise RuntimeError("deliberately broken backward\nwith a second line")
+
+
+def test_check_report_shows_an_error_cell_when_a_backward_raises_and_finishes_the_table(monkeypatch, capsys):
+    import re
+
+    from handgrad import check, twins
+
+    monkeypatch.setitem(twins.FAST, "ReLU", twins.fast_twin(RaisingReLU))  # what eager calls run
+    monkeypatch.setitem(twins.FUNCTIONS, "ReLU", RaisingReLU)  # what runs under torch.func
+    monkeypatch.setitem(check._FUNCTION_OF, "relu", RaisingReLU)  # what the shape checks call
+    assert check.main(["--op", "relu", "sigmoid"]) == 1
+    out = capsys.readouterr().out
+    assert re.search(r"\| relu +\| \d+ +\| ERROR \d+/\d+", out)
+    assert re.search(r"\| sigmoid +\| \d+ +\| ok", out)  # the table goes on after the raising op
+    assert "ERROR relu[matrix] grad: RuntimeError: deliberately broken backward" in out
+    assert "ERROR relu[matrix] shapes: RuntimeError: deliberately broken backward" in out
+    assert "second line" not in out
+    assert re.search(r"\d+ passed, 0 failed, [1-9]\d* errors, \d+ skipped", out)
+
+
+@pytest.mark.parametrize("device, words", [("mps", "cannot be used here"), ("xla", "cannot be used here"),
+                                           ("meta", "holds no values"), ("tpu:0", "is not a device")])
+def test_check_report_refuses_a_device_torch_cannot_use_here_in_one_sentence(device, words, capsys):
+    from handgrad.check import main
+
+    if device == "mps" and torch.backends.mps.is_available():
+        pytest.skip("MPS is available here")
+    with pytest.raises(SystemExit) as exc:
+        main(["--device", device])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert words in err and err.count("\n") == 1 and "Traceback" not in err

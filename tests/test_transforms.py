@@ -140,7 +140,7 @@ def test_compile_fullgraph_matches_eager(backend):
 
 
 def test_the_twins_share_the_ops_methods_and_only_the_compile_twin_lacks_jvp():
-    from handgrad.functions import COMPILED, FAST, FUNCTIONS
+    from handgrad.twins import COMPILED, FAST, FUNCTIONS
 
     for name, cls in FUNCTIONS.items():
         assert "jvp" in cls.__dict__
@@ -153,6 +153,7 @@ def test_the_twins_share_the_ops_methods_and_only_the_compile_twin_lacks_jvp():
 
 def test_the_lowercase_api_runs_the_fast_twin_in_eager_code_and_the_op_under_transforms(monkeypatch):
     from handgrad import functions as fn
+    from handgrad import twins
 
     calls = []
 
@@ -162,7 +163,7 @@ def test_the_lowercase_api_runs_the_fast_twin_in_eager_code_and_the_op_under_tra
             calls.append(x.shape)
             return fn.ReLU.forward(x)
 
-    monkeypatch.setitem(fn.FUNCTIONS, "ReLU", Spy)
+    monkeypatch.setitem(twins.FUNCTIONS, "ReLU", Spy)
     x = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
     assert type(HAND.relu(x).grad_fn).__name__ == "ReLUFastBackward"
     assert calls == []  # eager: the twin, not the op
@@ -172,7 +173,8 @@ def test_the_lowercase_api_runs_the_fast_twin_in_eager_code_and_the_op_under_tra
 
 
 def test_the_fast_twin_takes_every_argument_and_the_op_fills_in_defaults():
-    from handgrad.functions import FAST, Affine
+    from handgrad.functions import Affine
+    from handgrad.twins import FAST
 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(4, 3, generator=g, dtype=torch.float64, requires_grad=True)
@@ -218,7 +220,7 @@ def test_ops_namespaces_have_the_same_names():
 
 def test_ops_agree_when_the_cheap_autocast_gate_always_says_maybe(monkeypatch):
     # where torch lacks _is_any_autocast_enabled, every call takes the full per-device check
-    from handgrad import functions as fn
+    from handgrad import autocast
 
     params = _params(torch.float32)
     g = torch.Generator().manual_seed(3)
@@ -234,10 +236,21 @@ def test_ops_agree_when_the_cheap_autocast_gate_always_says_maybe(monkeypatch):
         return low.detach(), plain, [p.grad for p in ps]
 
     fast = run()
-    monkeypatch.setattr(fn, "_any_autocast", lambda: True)
+    monkeypatch.setattr(autocast, "_any_autocast", lambda: True)
     slow = run()
     for a, b in zip(fast[:2], slow[:2]):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     for a, b in zip(fast[2], slow[2]):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     assert fast[2][0].dtype == torch.float32
+
+
+def test_the_twins_are_still_found_at_their_old_place():
+    # NOTE: handgrad.functions.FAST and friends moved to handgrad.twins; older code keeps working
+    from handgrad import functions as fn
+    from handgrad import twins
+
+    for name in ("fast_twin", "compile_twin", "FUNCTIONS", "FAST", "COMPILED"):
+        assert getattr(fn, name) is getattr(twins, name)
+    with pytest.raises(AttributeError):
+        fn.no_such_name  # noqa: B018
