@@ -332,10 +332,10 @@ def _default_logdir(args) -> str:
 
 
 def _check_writable(path: Path, what: str) -> None:
-    folder = path
+    """A folder (created if missing) that takes a new file; --logdir only (--save: check_save_path)."""
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
             pass
     except OSError as exc:
         raise TrainError(f"{what} {path} is not writable ({exc.strerror or exc}); choose another path.") from None
