@@ -36,9 +36,9 @@ class MLP(nn.Module):
         sizes = [in_features, *hidden, classes]
         layers: list[nn.Module] = []
         for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-            layers.append(Affine(self.ops, fan_in, fan_out, device=device, dtype=dtype))
+            layers.append(Affine(fan_in, fan_out, ops=self.ops, device=device, dtype=dtype))
             if i < len(sizes) - 2:
-                layers.append(_ACTIVATIONS[activation](self.ops))
+                layers.append(_ACTIVATIONS[activation](ops=self.ops))
         self.layers = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -55,3 +55,16 @@ def test_one_command_runs_the_benchmarks_and_reports_a_failure(tmp_path):
     bad = subprocess.run(run[:-2] + ["step", "--device", "no-such-device"], cwd=ROOT, capture_output=True, text=True,
                          timeout=300)
     assert bad.returncode == 1 and "step failed" in bad.stderr
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_an_unavailable_device_is_one_line(name):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    proc = subprocess.run([sys.executable, f"bench/{name}.py", "--smoke", "--device", "cuda"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "error: --device cuda was given but CUDA is not available on this machine; use --device cpu."]

@@ -24,7 +24,7 @@ def logged_run(tmp_path_factory):
     logdir = tmp_path_factory.mktemp("runs") / "run"
     args = ["--epochs", "1", "--limit-train", str(STEPS * 64), "--batch-size", "64", "--log-every", str(LOG_EVERY),
             "--logdir", str(logdir), "--quiet", "--no-download"]
-    args += ["--data-dir", MNIST_DIR] if MNIST_DIR else ["--data-dir", str(logdir.parent / "none")]
+    args += ["--data-dir", MNIST_DIR] if MNIST_DIR else ["--sample"]
     out = train.main(args)
     acc = EventAccumulator(str(logdir), size_guidance={"scalars": 0, "histograms": 0, "tensors": 0})
     acc.Reload()
@@ -88,7 +88,7 @@ def test_activation_statistics_are_fractions(logged_run):
 def test_sigmoid_saturation_is_logged(tmp_path):
     logdir = tmp_path / "sig"
     train.main(["--epochs", "1", "--limit-train", "256", "--batch-size", "64", "--log-every", "2", "--activation",
-                "sigmoid", "--logdir", str(logdir), "--quiet", "--no-download", "--data-dir", str(tmp_path / "x")])
+                "sigmoid", "--logdir", str(logdir), "--quiet", "--sample"])
     acc = EventAccumulator(str(logdir))
     acc.Reload()
     assert [e.step for e in acc.Scalars("act/layers.1/saturated_frac")] == [2, 4]
@@ -97,7 +97,7 @@ def test_sigmoid_saturation_is_logged(tmp_path):
 def test_compare_tags(tmp_path):
     logdir = tmp_path / "cmp"
     train.main(["--ops", "compare", "--epochs", "1", "--limit-train", "256", "--batch-size", "64", "--logdir",
-                str(logdir), "--quiet", "--no-download", "--data-dir", str(tmp_path / "x")])
+                str(logdir), "--quiet", "--sample"])
     acc = EventAccumulator(str(logdir))
     acc.Reload()
     errors = acc.Scalars("compare/grad_rel_err/layers.0.weight")
@@ -110,8 +110,7 @@ def test_writer_is_closed_and_events_kept_when_training_fails(tmp_path):
     logdir = tmp_path / "fail"
     with pytest.raises(train.TrainError):
         train.main(["--epochs", "1", "--limit-train", "640", "--batch-size", "64", "--log-every", "1", "--lr", "1e12",
-                    "--schedule", "constant", "--logdir", str(logdir), "--quiet", "--no-download",
-                    "--data-dir", str(tmp_path / "x")])
+                    "--schedule", "constant", "--logdir", str(logdir), "--quiet", "--sample"])
     acc = EventAccumulator(str(logdir))
     acc.Reload()
     assert acc.Scalars("train/loss")  # what was logged before the failure reached the disk
