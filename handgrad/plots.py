@@ -28,6 +28,11 @@ def _log_axis(ax, low: float, high: float) -> None:
     ax.set_axisbelow(True)
 
 
+def _labels(names: Sequence[str]) -> list[str]:
+    """``layers.0.weight`` on two lines, ``layers.0`` over ``weight``: six labels fit without rotation."""
+    return ["\n".join(n.rsplit(".", 1)) for n in names]
+
+
 def _bars_from(ax, x, values: np.ndarray, bottom: float, **kwargs):
     return ax.bar(x, values - bottom, bottom=bottom, **kwargs)
 
@@ -38,7 +43,8 @@ def gradient_flow(names: Sequence[str], mean: np.ndarray, maximum: np.ndarray, s
     tiny = 1e-30
     log_mean, log_max = np.log10(np.maximum(mean, tiny)), np.log10(np.maximum(maximum, tiny))
     panels = 2 if errors else 1
-    fig = Figure(figsize=(6.2 * panels, 4.2), dpi=100)
+    # NOTE: small and with large type: TensorBoard's image cards show it about 350 px wide
+    fig = Figure(figsize=(6.0 * panels, 4.0), dpi=80)
     FigureCanvasAgg(fig)
     x = np.arange(len(names))
     ax = fig.add_subplot(1, panels, 1)
@@ -47,12 +53,13 @@ def gradient_flow(names: Sequence[str], mean: np.ndarray, maximum: np.ndarray, s
     _bars_from(ax, x, log_max, bottom, color=_LIGHT, width=0.8, label="max |∂L/∂θ|")
     _bars_from(ax, x, log_mean, bottom, color=_DARK, width=0.45, label="mean |∂L/∂θ|")
     _log_axis(ax, bottom, log_max.max() + 1)  # NOTE: one decade of headroom keeps the legend off the bars
-    ax.set_xticks(x, names, rotation=35, ha="right", fontsize=8)
-    ax.set_title(f"gradient flow, step {step}: data gradient per parameter (input → output)", fontsize=9)
-    ax.legend(loc="upper left", ncol=2, fontsize=8, frameon=False)
+    ax.set_xticks(x, _labels(names), fontsize=10)
+    ax.tick_params(axis="y", labelsize=10)
+    ax.set_title(f"gradient flow, step {step}: |∂L/∂θ|, input → output", fontsize=11)
+    ax.legend(loc="upper left", ncol=2, fontsize=10, frameon=False)
     if errors:
         _compare_panel(fig.add_subplot(1, panels, 2), names, errors, tol, step)
-    fig.subplots_adjust(left=0.07 if panels == 2 else 0.1, right=0.98, bottom=0.24, top=0.92, wspace=0.25)
+    fig.subplots_adjust(left=0.06 if panels == 2 else 0.11, right=0.98, bottom=0.15, top=0.92, wspace=0.2)
     fig.canvas.draw()
     return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
 
@@ -68,7 +75,8 @@ def _compare_panel(ax, names: Sequence[str], errors: Mapping[str, float], tol: f
     _bars_from(ax, x, log_err, np.floor(low), color=colors, width=0.6)
     if limit is not None:
         ax.axhline(limit, color=_BAD, linestyle="--", linewidth=1)
-        ax.text(len(names) - 0.5, limit, f"tolerance {tol:g}", color=_BAD, fontsize=8, ha="right", va="bottom")
+        ax.text(len(names) - 0.5, limit, f"tolerance {tol:g}", color=_BAD, fontsize=10, ha="right", va="bottom")
     _log_axis(ax, low, high)
-    ax.set_xticks(x, names, rotation=35, ha="right", fontsize=8)
-    ax.set_title(f"hand vs native, step {step}: ‖g_hand − g_native‖ / ‖g_native‖", fontsize=9)
+    ax.set_xticks(x, _labels(names), fontsize=10)
+    ax.tick_params(axis="y", labelsize=10)
+    ax.set_title(f"hand vs native, step {step}: ‖g_hand − g_native‖ / ‖g_native‖", fontsize=11)
