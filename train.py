@@ -215,24 +215,14 @@ def evaluate(model: MLP, data, batch_size: int = 1000) -> tuple[float, float]:
 
 
 def _log_graph(monitor: Monitor, model: MLP, data, batch_size: int) -> None:
-    """The objective's autograd graph on one test batch (shapes and norms), drawn by handgrad.graph."""
+    """The objective's autograd graph on one test batch (shapes and norms): picture to Images, mermaid to Text."""
     if monitor.writer is None:
         return
     try:
-        from handgrad import graph
+        from handgrad.graph import model_graph
     except ImportError:  # NOTE: handgrad.graph is optional here: without it the run just has no graph picture
         return
-    import numpy as np
-    from PIL import Image
-
-    x, y = data.test_x[:batch_size], data.test_y[:batch_size]
-    total, _, _ = model.objective(x, y)
-    names = {"x": x, **dict(model.named_parameters())}
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "graph.png"
-        graph.render(total, path, names=names)
-        image = np.asarray(Image.open(path).convert("RGB"))
-    monitor.graph(image, graph.mermaid(total, names=names))
+    monitor.graph(*model_graph(model, data.test_x[:batch_size], data.test_y[:batch_size]))
 
 
 # ---------------------------------------------------------------------------------------------
