@@ -44,9 +44,10 @@ import torch
 
 from handgrad.checkpoint import CheckpointError, check_save_path, save_checkpoint
 from handgrad.checkpoint import load_checkpoint as _load_file
+from handgrad.compare import Comparison, GradientMismatch
 from handgrad.data import DataError, load_mnist
 from handgrad.functional import get_ops
-from handgrad.monitor import Monitor
+from handgrad.monitor import LogSchedule, Monitor
 from models.mlp import MLP
 
 CHECKPOINT_VERSION = 2  # 2: records its data; version 1 files still resume (without the data check)
@@ -86,6 +87,16 @@ def _non_negative_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
     if not math.isfinite(value) or value < 0:
         raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
     return value
 
 
@@ -152,8 +163,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit-train", type=_positive_int, default=None, help="use only the first N training images")
     p.add_argument("--logdir", default=None, help="TensorBoard folder (default: runs/<time>-<ops>-<activation>-...)")
     p.add_argument("--no-log", action="store_true", help="write no TensorBoard events")
-    p.add_argument("--log-every", type=_positive_int, default=50, help="steps between gradient/weight statistics")
-    p.add_argument("--hist-every", type=int, default=0, help="steps between histograms; 0 means once per epoch")
+    p.add_argument("--log-dense", type=_non_negative_int, default=100,
+                   help="log gradient/weight statistics at every one of the first N steps")
+    p.add_argument("--log-every", type=_positive_int, default=50,
+                   help="after the first --log-dense steps, steps between statistics (and always each epoch's last)")
+    p.add_argument("--histograms", type=_non_negative_int, default=10,
+                   help="weight and gradient histogram snapshots per run, spread evenly over full batches (0: none)")
     p.add_argument("--save", default=None, help="checkpoint path, written atomically after every epoch")
     p.add_argument("--resume", default=None, help="checkpoint to continue from")
     p.add_argument("--stop-after", type=_positive_int, default=None,
@@ -276,29 +291,15 @@ def evaluate(model: MLP, data, batch_size: int = 1000) -> tuple[float, float]:
     return total_loss.item() / n, 100.0 * correct.item() / n
 
 
-def compare_gradients(model: MLP, twin: torch.nn.Module, x, y, names: list[str]):
-    """Native gradients at the hand model's parameters, on the same batch, vs the hand ones.
-
-    ``twin`` is ``_Objective(native MLP)``; ``torch.func.functional_call`` runs it with the hand
-    model's own parameter tensors, so nothing is copied. Returns the relative error per
-    parameter, ‖g_hand − g_native‖ / ‖g_native‖, and the native objective, as tensors.
-    """
-    params = dict(model.named_parameters())
-    total, _, _ = torch.func.functional_call(twin, {f"m.{k}": v for k, v in params.items()}, (x, y))
-    grads = torch.autograd.grad(total, [params[n] for n in names])
-    errors = {n: (params[n].grad - g).norm() / g.norm().clamp_min(1e-30) for n, g in zip(names, grads)}
-    return errors, total.detach()
-
-
-class _Objective(torch.nn.Module):
-    """Wraps a model so that functional_call runs its ``objective`` rather than ``forward``."""
-
-    def __init__(self, model: MLP) -> None:
-        super().__init__()
-        self.m = model
-
-    def forward(self, x, y):
-        return self.m.objective(x, y)
+def _log_graph(monitor: Monitor, model: MLP, data, batch_size: int) -> None:
+    """The objective's autograd graph on one test batch (shapes and norms): picture to Images, mermaid to Text."""
+    if monitor.writer is None:
+        return
+    try:
+        from handgrad.graph import model_graph
+    except ImportError:  # NOTE: handgrad.graph is optional here: without it the run just has no graph picture
+        return
+    monitor.graph(*model_graph(model, data.test_x[:batch_size], data.test_y[:batch_size]))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -370,7 +371,6 @@ def main(argv: list[str] | None = None) -> dict:
     model_kwargs = dict(hidden=args.hidden, activation=args.activation, loss=args.loss,
                         weight_decay=args.weight_decay, device=device, dtype=dtype)
     model = MLP(get_ops(ops_kind), **model_kwargs)
-    twin = _Objective(MLP(get_ops("native"), **model_kwargs)) if args.ops == "compare" else None
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum,
                                 nesterov=args.momentum > 0)
     steps_per_epoch = data.steps_per_epoch(args.batch_size)
@@ -418,17 +418,20 @@ def main(argv: list[str] | None = None) -> dict:
             "data": data.identity(),
         }
 
-    # 5. writer -------------------------------------------------------------------------------
-    monitor = Monitor(logdir, model, log_every=args.log_every, hist_every=args.hist_every)
+    # 5. monitor and comparison ------------------------------------------------------------------
+    schedule = LogSchedule(total_steps=total_steps, steps_per_epoch=steps_per_epoch,
+                           full_batches=data.train_size // args.batch_size, log_every=args.log_every,
+                           log_dense=args.log_dense, histograms=args.histograms)
+    monitor = Monitor(logdir, model, schedule, compare_tol=args.compare_tol if args.ops == "compare" else None)
     monitor.config({**config, "device": str(device), "data": data.source})
+    comparison = (Comparison(model, MLP(get_ops("native"), **model_kwargs), args.compare_tol, monitor)
+                  if args.ops == "compare" else None)
 
     # 6. epoch loop -----------------------------------------------------------------------------
     from tqdm.auto import tqdm
 
     show_bar = not args.quiet and sys.stderr.isatty()
-    names = [n for n, _ in model.named_parameters()]
     history: list[dict] = []
-    compare_worst = {n: 0.0 for n in names}
     metrics: dict = {}
     last_epoch = args.epochs if args.stop_after is None else min(args.epochs, epoch + args.stop_after)
     if data.note:  # NOTE: only now, so that a refused resume stays one line
@@ -437,6 +440,8 @@ def main(argv: list[str] | None = None) -> dict:
           f"{data.train_size} train / {data.test_y.numel()} test images, "
           f"{steps_per_epoch} steps per epoch" + (f", logs in {logdir}" if logdir else ""))
     try:
+        monitor.start(step, lambda: evaluate(model, data))
+        _log_graph(monitor, model, data, args.batch_size)
         while epoch < last_epoch:
             started = time.perf_counter()
             first_step = step_in_epoch  # NOTE: > 0 in a resumed epoch, whose train loss covers only the rest
@@ -446,7 +451,7 @@ def main(argv: list[str] | None = None) -> dict:
                        disable=not show_bar, leave=False, dynamic_ncols=True)
             for x, y in data.batches(args.batch_size, epoch, args.seed, start=step_in_epoch):
                 monitor.before_forward(step + 1)
-                total, loss, _ = objective(x, y)
+                total, loss, logits = objective(x, y)
                 optimizer.zero_grad(set_to_none=True)
                 total.backward()
                 # NOTE: one host sync per step: the loss and the gradient norms checked together.
@@ -458,21 +463,9 @@ def main(argv: list[str] | None = None) -> dict:
                     kept = f"; {args.save} keeps the last good checkpoint" if args.save and Path(args.save).exists() else ""
                     raise TrainError(f"{where} is not finite at step {step + 1} (epoch {epoch + 1}); "
                                      f"lower --lr or check the data{kept}.", status=3)
-                if twin is not None:
-                    errors, native_total = compare_gradients(model, twin, x, y, names)
-                    values = torch.stack([*errors.values(), (total.detach() - native_total).abs()]).tolist()
-                    for n, v in zip(names, values):
-                        compare_worst[n] = max(compare_worst[n], v)
-                    if monitor.writer is not None:
-                        for n, v in zip(names, values):
-                            monitor.writer.add_scalar(f"compare/grad_rel_err/{n}", v, step + 1)
-                        monitor.writer.add_scalar("compare/loss_diff", values[-1], step + 1)
-                    worst = max(zip(values[:-1], names))
-                    if not worst[0] <= args.compare_tol:
-                        raise TrainError(
-                            f"hand and native gradients disagree at step {step + 1}: relative error {worst[0]:.3g} "
-                            f"in {worst[1]} exceeds --compare-tol {args.compare_tol:g}.", status=4)
-                monitor.before_update(step + 1)
+                if comparison is not None:
+                    comparison.step(x, y, step + 1, total)
+                monitor.before_update(step + 1, logits, y)
                 with CTRL_C.held():
                     optimizer.step()
                     scheduler.step()
@@ -498,8 +491,6 @@ def main(argv: list[str] | None = None) -> dict:
                   f"test_acc {test_acc:.2f}%  {seconds:.1f}s  {metrics['samples_per_s']:.0f} samples/s")
             monitor.scalars(step, {"train/epoch_loss": train_loss, "test/loss": test_loss, "test/accuracy": test_acc,
                                    "train/samples_per_s": metrics["samples_per_s"]})
-            if not args.hist_every:
-                monitor.histograms(step)
             if args.save:
                 save_checkpoint(args.save, checkpoint_state())
                 saved_at = step
@@ -510,20 +501,21 @@ def main(argv: list[str] | None = None) -> dict:
         where = f"; {args.save} holds step {step}" if args.save and Path(args.save).exists() else ""
         when = f"epoch {epoch + 1}" if step_in_epoch or not epoch else f"end of epoch {epoch}"
         raise TrainError(f"interrupted at step {step} ({when} of {args.epochs}){where}.", status=130) from None
+    except GradientMismatch as exc:
+        monitor.close()
+        raise TrainError(str(exc), status=4) from None
     except BaseException:
         monitor.close()  # NOTE: whatever went wrong, the events written so far reach the disk
         raise
 
     # 7. summary --------------------------------------------------------------------------------
-    if twin is not None:
-        worst_name = max(compare_worst, key=compare_worst.get)
-        print(f"compare: {step} steps, largest relative gradient error {compare_worst[worst_name]:.3g} "
-              f"({worst_name}), tolerance {args.compare_tol:g}")
+    if comparison is not None:
+        print(comparison.summary())
     summary = {**metrics, "history": history, "source": data.source, "logdir": logdir, "device": str(device),
                "model": model,
                "train_seconds": sum(h["seconds"] for h in history)}
-    if twin is not None:
-        summary["compare_worst"] = compare_worst
+    if comparison is not None:
+        summary["compare_worst"] = comparison.worst
     if metrics:
         monitor.hparams({k: v for k, v in config.items() if k in ("ops", "lr", "momentum", "weight_decay",
                                                                    "batch_size", "epochs", "activation", "loss",

@@ -40,6 +40,9 @@ class MLP(nn.Module):
             if i < len(sizes) - 2:
                 layers.append(_ACTIVATIONS[activation](ops=self.ops))
         self.layers = nn.Sequential(*layers)
+        # NOTE: the squared-error model's output sigmoid is a module (so forward hooks see it) kept
+        # outside ``layers``: it has no parameters, and state_dict names stay ``layers.N.*``.
+        self.output_activation = Sigmoid(self.ops) if loss == "mse" else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(x)
@@ -51,7 +54,7 @@ class MLP(nn.Module):
         if self.loss_name == "ce":
             return self.ops.cross_entropy(logits, target)
         onehot = (target[:, None] == torch.arange(logits.shape[-1], device=target.device)).to(logits.dtype)
-        return self.ops.mse_loss(self.ops.sigmoid(logits), onehot)
+        return self.ops.mse_loss(self.output_activation(logits), onehot)
 
     def objective(self, x: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(J, L, logits) for a batch: J = L + λ/2 Σ‖W‖² is what training minimizes."""

@@ -42,6 +42,7 @@ def test_logging_benchmark_accounts_for_time_inside_the_logger(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     run = json.loads(out.read_text())["accounted"][0]
     assert run["per_step"] > 0 and run["per_epoch"] > 0 and run["per_run"] > 0
+    assert 0 < run["histograms"] + run["pictures"] <= run["per_step"]  # both inside the per-step share
     assert run["per_step"] + run["per_epoch"] < 10 * run["train_seconds"] + 1.0
 
 
