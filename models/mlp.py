@@ -42,7 +42,7 @@ class MLP(nn.Module):
         self.layers = nn.Sequential(*layers)
         # NOTE: the squared-error model's output sigmoid is a module (so forward hooks see it) kept
         # outside ``layers``: it has no parameters, and state_dict names stay ``layers.N.*``.
-        self.output_activation = Sigmoid(self.ops) if loss == "mse" else None
+        self.output_activation = Sigmoid(ops=self.ops) if loss == "mse" else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(x)
