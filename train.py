@@ -5,6 +5,7 @@
     python train.py --ops compare --epochs 1          # hand ops, native gradients checked every step
     python train.py --data-dir ../shared/data --save ckpt.pt
     python train.py --resume ckpt.pt --epochs 8       # go on from a checkpoint
+    torchrun --standalone --nproc-per-node 2 train.py # two processes, DDP; --batch-size is the global batch
     tensorboard --logdir runs                         # look at the gradients
 
 Data: --data-dir, else $HANDGRAD_DATA, else ./data; downloaded when missing (unless
@@ -26,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from handgrad import distributed
 from handgrad.data import DataError, load_mnist
 from handgrad.functional import get_ops
 from handgrad.monitor import Monitor
@@ -265,8 +267,10 @@ def _check_writable(path: Path, what: str) -> None:
 def main(argv: list[str] | None = None) -> dict:
     """Train and return the final metrics; expected failures raise TrainError or DataError."""
     args = build_parser().parse_args(argv)
+    procs = distributed.start(args)  # under torchrun: this process's place; quiet unless it is process 0
     config = dict(vars(args))
     config["hidden"] = list(args.hidden)
+    config["processes"] = procs.world
 
     # 1. seed, device, dtype --------------------------------------------------------------------
     device = _pick_device(args.device)
@@ -283,8 +287,9 @@ def main(argv: list[str] | None = None) -> dict:
         _check_writable(Path(logdir), "--logdir")
 
     # 2. data -------------------------------------------------------------------------------------
-    data = load_mnist(args.data_dir, device=device, dtype=dtype, download=not args.no_download,
-                      fallback=not args.no_fallback, limit_train=args.limit_train)
+    with procs.first_on_each_machine():  # NOTE: under torchrun, a download happens once per machine
+        data = load_mnist(args.data_dir, device=device, dtype=dtype, download=not args.no_download,
+                          fallback=not args.no_fallback, limit_train=args.limit_train)
     if data.note:
         print(data.note, file=sys.stderr)
 
@@ -307,6 +312,8 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
     objective = torch.compile(model.objective) if args.compile else model.objective
+    if procs.launched:
+        objective = procs.objective(_Objective(model), compile=args.compile)  # DDP: each process runs its rows of every batch
 
     # 4. resume -----------------------------------------------------------------------------------
     epoch, step_in_epoch, step = 0, 0, 0
@@ -378,7 +385,9 @@ def main(argv: list[str] | None = None) -> dict:
                 # NOTE: one host sync per step: the loss and the gradient norms checked together.
                 grads = [p.grad for p in model.parameters() if p.grad is not None]
                 sq = torch.stack(torch._foreach_norm(grads)).square().sum() if grads else total.new_zeros(())
-                if not bool(torch.isfinite(total.detach() + sq)):
+                # NOTE: under torchrun, every process's verdict and the global batch's loss, in one all-reduce
+                finite, loss = procs.agree(total.detach() + sq, loss)
+                if not finite:
                     bad = first_non_finite(model)
                     where = f"the gradient of {bad}" if bad else "the loss"
                     raise TrainError(f"{where} is not finite at step {step + 1} (epoch {epoch + 1}); "
@@ -410,7 +419,7 @@ def main(argv: list[str] | None = None) -> dict:
             seconds = time.perf_counter() - started
             epoch += 1
             step_in_epoch = 0
-            test_loss, test_acc = evaluate(model, data)
+            test_loss, test_acc = procs.evaluate(evaluate, model, data)
             train_loss = loss_sum.item() / max(seen, 1)
             metrics = {"epoch": epoch, "train_loss": train_loss, "test_loss": test_loss, "test_acc": test_acc,
                        "seconds": seconds, "samples_per_s": seen / seconds if seconds else 0.0, "step": step}
@@ -458,9 +467,11 @@ def main(argv: list[str] | None = None) -> dict:
 def cli(argv: list[str] | None = None) -> int:
     try:
         main(argv)
-    except (TrainError, DataError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (TrainError, DataError, distributed.DistributedError) as exc:
+        distributed.report(exc)  # under torchrun: once for what every process reached together
         return getattr(exc, "status", 2)
+    finally:
+        distributed.finish()
     return 0
 
 
