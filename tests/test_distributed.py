@@ -7,6 +7,7 @@ each bounds its own time and kills what it started.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import re
@@ -21,7 +22,7 @@ import pytest
 import torch
 
 import train
-from handgrad.distributed import Processes, rows_of
+from handgrad.distributed import DistributedError, Processes, report, rows_of
 from handgrad.functional import get_ops
 from models.mlp import MLP
 
@@ -108,6 +109,21 @@ def test_a_transposed_weight_gradient_is_caught():
     ops.affine = lambda x, w, b=None: Transposed.apply(x, w) + (0 if b is None else b)
     model = MLP(ops, hidden=[8])
     assert "layers.0.weight" in _non_contiguous_gradients(model, torch.randn(4, 784), torch.randint(0, 10, (4,)))
+
+
+@pytest.mark.parametrize("rank, error, printed", [
+    (0, train.TrainError("the loss is not finite", status=3), "error: the loss is not finite"),
+    (1, train.TrainError("the loss is not finite", status=3), ""),  # every process stopped together
+    (1, train.TrainError("interrupted", status=130), ""),
+    (1, DistributedError("--ops compare is refused"), ""),  # the same refusal on every process
+    (1, train.TrainError("checkpoint c.pt does not exist"), "error (process 1): checkpoint c.pt does not exist"),
+    (0, train.TrainError("checkpoint c.pt does not exist"), "error: checkpoint c.pt does not exist"),
+])
+def test_an_error_is_printed_once_unless_it_is_one_process_s_own(rank, error, printed, monkeypatch, capsys):
+    for key, value in (("WORLD_SIZE", "2"), ("RANK", str(rank)), ("LOCAL_RANK", str(rank))):
+        monkeypatch.setenv(key, value)
+    report(error)
+    assert capsys.readouterr().err.strip() == printed
 
 
 # ---------------------------------------------------------------------------------------------
@@ -205,6 +221,7 @@ def test_two_processes_match_one_process_float64_with_a_one_row_last_batch(mnist
     train.main([*common, "--save", str(tmp_path / "one.pt")])
     ranks = launch(["train.py", *common, "--save", str(tmp_path / "two.pt")], tmp_path)
     assert [r.status for r in ranks] == [0, 0], ranks[0].err + ranks[1].err
+    assert "done:" in ranks[0].out and ranks[1].out == ""  # two processes of one run, not two runs
     rel = _worst_relative_difference(_params(tmp_path / "two.pt"), _params(tmp_path / "one.pt"))
     print(f"float64, 2 vs 1 process, 20 steps: worst relative parameter difference {rel:.2e}")
     assert rel < 1e-12
@@ -276,21 +293,19 @@ def test_ctrl_c_to_torchrun_ends_every_process_cleanly(mnist_dir, tmp_path):
            "--log-dir", str(logs), "train.py", *args]
     launcher = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    workers: list[int] = []
     try:
         deadline = time.monotonic() + TIMEOUT
         while not any("epoch 2/" in p.read_text() for p in logs.glob("*/attempt_0/0/stdout.log")):
             assert launcher.poll() is None and time.monotonic() < deadline, "training did not start"
             time.sleep(0.5)
-        workers = _descendants(launcher.pid)
         launcher.send_signal(signal.SIGINT)  # what Ctrl-C in a terminal does: torchrun passes it on
-        launcher.communicate(timeout=60)
+        launcher.communicate(timeout=60)  # torchrun returns once its workers have ended
     finally:
-        for pid in [*workers, launcher.pid]:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        if launcher.poll() is None:  # NOTE: torchrun's workers run in sessions of their own: kill them by id
+            for pid in _descendants(launcher.pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            launcher.kill()
         launcher.wait()
     out0, err0, out1, err1 = (next(logs.glob(f"*/attempt_0/{r}/{s}.log")).read_text()
                               for r in (0, 1) for s in ("stdout", "stderr"))
