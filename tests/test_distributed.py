@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -105,7 +106,7 @@ def test_a_transposed_weight_gradient_is_caught():
             x, w = ctx.saved_tensors
             return grad @ w, (x.t() @ grad).t()  # right values, transposed layout
 
-    ops = get_ops("hand")
+    ops = SimpleNamespace(**vars(get_ops("hand")))  # NOTE: a copy; get_ops returns the shared namespace
     ops.affine = lambda x, w, b=None: Transposed.apply(x, w) + (0 if b is None else b)
     model = MLP(ops, hidden=[8])
     assert "layers.0.weight" in _non_contiguous_gradients(model, torch.randn(4, 784), torch.randint(0, 10, (4,)))
