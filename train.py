@@ -468,7 +468,7 @@ def cli(argv: list[str] | None = None) -> int:
     try:
         main(argv)
     except (TrainError, DataError, distributed.DistributedError) as exc:
-        distributed.report(exc)  # under torchrun: once for what every process reached together
+        distributed.report(exc, f"error: {exc}")  # under torchrun: once for what every process reached together
         return getattr(exc, "status", 2)
     finally:
         distributed.finish()

@@ -215,18 +215,18 @@ def start(args) -> Processes:
     return Processes(rank=rank, world=world, local_rank=local_rank, launched=True, device=gpu or torch.device("cpu"))
 
 
-def report(exc: Exception) -> None:
-    """Print an expected error as one line: process 0 always; another process only an error of its own.
+def report(exc: Exception, line: str) -> None:
+    """Print ``line``, the one-line message for ``exc``: process 0 always; another only an error of its own.
 
-    Errors every process reaches together (a refused launch, a non-finite loss, Ctrl-C) are printed once.
+    Errors every process reaches together (a refused launch, a non-finite loss, Ctrl-C) are printed
+    once; another process's own error gets its rank in front.
     """
-    status = getattr(exc, "status", 2)
     rank = int(os.environ["RANK"]) if under_torchrun() else 0
     stderr = _quiet.streams[1] if _quiet.rank is not None else sys.stderr
     if rank == 0:
-        print(f"error: {exc}", file=stderr)
-    elif status not in SHARED_STATUSES and not isinstance(exc, DistributedError):
-        print(f"error (process {rank}): {exc}", file=stderr)
+        print(line, file=stderr)
+    elif getattr(exc, "status", 2) not in SHARED_STATUSES and not isinstance(exc, DistributedError):
+        print(f"process {rank}: {line}", file=stderr)
 
 
 def finish() -> None:

@@ -117,13 +117,13 @@ def test_a_transposed_weight_gradient_is_caught():
     (1, train.TrainError("the loss is not finite", status=3), ""),  # every process stopped together
     (1, train.TrainError("interrupted", status=130), ""),
     (1, DistributedError("--ops compare is refused"), ""),  # the same refusal on every process
-    (1, train.TrainError("checkpoint c.pt does not exist"), "error (process 1): checkpoint c.pt does not exist"),
+    (1, train.TrainError("checkpoint c.pt does not exist"), "process 1: error: checkpoint c.pt does not exist"),
     (0, train.TrainError("checkpoint c.pt does not exist"), "error: checkpoint c.pt does not exist"),
 ])
 def test_an_error_is_printed_once_unless_it_is_one_process_s_own(rank, error, printed, monkeypatch, capsys):
     for key, value in (("WORLD_SIZE", "2"), ("RANK", str(rank)), ("LOCAL_RANK", str(rank))):
         monkeypatch.setenv(key, value)
-    report(error)
+    report(error, f"error: {error}")
     assert capsys.readouterr().err.strip() == printed
 
 
