@@ -6,6 +6,7 @@
     python train.py --data-dir ../shared/data --save ckpt.pt
     python train.py --data-dir ../shared/data --save ckpt.pt --resume ckpt.pt   # go on (same flags)
     python train.py --sample --epochs 1               # the 10,000-digit sample shipped with handgrad
+    torchrun --standalone --nproc-per-node 2 train.py # two processes, DDP; --batch-size is the global batch
     tensorboard --logdir runs                         # look at the gradients
 
 Data: the four MNIST files in --data-dir, else in $HANDGRAD_DATA (a given folder without them is
@@ -42,9 +43,10 @@ from pathlib import Path
 
 import torch
 
+from handgrad import distributed
 from handgrad.checkpoint import CheckpointError, check_save_path, save_checkpoint
 from handgrad.checkpoint import load_checkpoint as _load_file
-from handgrad.compare import Comparison, GradientMismatch
+from handgrad.compare import Comparison, GradientMismatch, Objective
 from handgrad.data import DataError, load_mnist
 from handgrad.functional import get_ops
 from handgrad.monitor import LogSchedule, Monitor
@@ -345,8 +347,10 @@ def _check_writable(path: Path, what: str) -> None:
 def main(argv: list[str] | None = None) -> dict:
     """Train and return the final metrics; expected failures raise TrainError or DataError."""
     args = build_parser().parse_args(argv)
+    procs = distributed.start(args)  # under torchrun: this process's place; quiet unless it is process 0
     config = dict(vars(args))
     config["hidden"] = list(args.hidden)
+    config["processes"] = procs.world
 
     # 1. seed, device, dtype --------------------------------------------------------------------
     device = _pick_device(args.device)
@@ -363,8 +367,9 @@ def main(argv: list[str] | None = None) -> dict:
         _check_writable(Path(logdir), "--logdir")
 
     # 2. data -------------------------------------------------------------------------------------
-    data = load_mnist(args.data_dir, device=device, dtype=dtype, download=not args.no_download,
-                      fallback=not args.no_fallback, limit_train=args.limit_train, sample=args.sample)
+    with procs.first_on_each_machine():  # NOTE: under torchrun, a download happens once per machine
+        data = load_mnist(args.data_dir, device=device, dtype=dtype, download=not args.no_download,
+                          fallback=not args.no_fallback, limit_train=args.limit_train, sample=args.sample)
 
     # 3. model, optimizer, schedule ---------------------------------------------------------------
     ops_kind = "hand" if args.ops == "compare" else args.ops
@@ -384,6 +389,8 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
     objective = torch.compile(model.objective) if args.compile else model.objective
+    if procs.launched:
+        objective = procs.objective(Objective(model), compile=args.compile)  # DDP: each process runs its rows of every batch
 
     # 4. resume -----------------------------------------------------------------------------------
     epoch, step_in_epoch, step = 0, 0, 0
@@ -457,7 +464,9 @@ def main(argv: list[str] | None = None) -> dict:
                 # NOTE: one host sync per step: the loss and the gradient norms checked together.
                 grads = [p.grad for p in model.parameters() if p.grad is not None]
                 sq = torch.stack(torch._foreach_norm(grads)).square().sum() if grads else total.new_zeros(())
-                if not bool(torch.isfinite(total.detach() + sq)):
+                # NOTE: under torchrun, every process's verdict and the global batch's loss, in one all-reduce
+                finite, loss = procs.agree(total.detach() + sq, loss)
+                if not finite:
                     bad = first_non_finite(model)
                     where = f"the gradient of {bad}" if bad else "the loss"
                     kept = f"; {args.save} keeps the last good checkpoint" if args.save and Path(args.save).exists() else ""
@@ -480,7 +489,7 @@ def main(argv: list[str] | None = None) -> dict:
             with CTRL_C.held():
                 epoch += 1
                 step_in_epoch = 0
-            test_loss, test_acc = evaluate(model, data)
+            test_loss, test_acc = procs.evaluate(evaluate, model, data)
             train_loss = loss_sum.item() / max(seen, 1)
             metrics = {"epoch": epoch, "train_loss": train_loss, "test_loss": test_loss, "test_acc": test_acc,
                        "seconds": seconds, "samples_per_s": seen / seconds if seconds else 0.0, "step": step,
@@ -533,16 +542,19 @@ def cli(argv: list[str] | None = None) -> int:
     CTRL_C.install()
     try:
         main(argv)
-    except (TrainError, DataError, CheckpointError) as exc:
+    except (TrainError, DataError, CheckpointError, distributed.DistributedError) as exc:
         status = getattr(exc, "status", 2)
         if status == 130:
             signal.signal(signal.SIGINT, signal.SIG_IGN)  # NOTE: a second Ctrl-C must not turn into a traceback
-        print(f"{'' if status == 130 else 'error: '}{exc}", file=sys.stderr)
+        # NOTE: under torchrun, printed once for what every process reached together
+        distributed.report(exc, f"{'' if status == 130 else 'error: '}{exc}")
         return status
     except KeyboardInterrupt:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         print("interrupted; nothing more was written.", file=sys.stderr)
         return 130
+    finally:
+        distributed.finish()
     return 0
 
 

@@ -11,14 +11,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["Comparison", "GradientMismatch", "compare_gradients"]
+__all__ = ["Comparison", "GradientMismatch", "Objective", "compare_gradients"]
 
 
 class GradientMismatch(Exception):
     """A hand gradient differs from the native one by more than the tolerance."""
 
 
-class _Objective(nn.Module):
+class Objective(nn.Module):
     """Wraps a model so that ``functional_call`` runs its ``objective`` rather than ``forward``."""
 
     def __init__(self, model: nn.Module) -> None:
@@ -32,7 +32,7 @@ class _Objective(nn.Module):
 def compare_gradients(model: nn.Module, twin: nn.Module, x, y, names: list[str]):
     """Native gradients at the hand model's parameters, on the same batch, vs the hand ones.
 
-    ``twin`` is ``_Objective(native model)``; ``torch.func.functional_call`` runs it with the hand
+    ``twin`` is ``Objective(native model)``; ``torch.func.functional_call`` runs it with the hand
     model's own parameter tensors, so nothing is copied. Returns the relative error per
     parameter, ‖g_hand − g_native‖ / ‖g_native‖, and the native objective, as tensors.
     """
@@ -52,7 +52,7 @@ class Comparison:
     """
 
     def __init__(self, model: nn.Module, native: nn.Module, tol: float, monitor=None) -> None:
-        self.model, self.twin, self.tol, self.monitor = model, _Objective(native), float(tol), monitor
+        self.model, self.twin, self.tol, self.monitor = model, Objective(native), float(tol), monitor
         self.names = [n for n, _ in model.named_parameters()]
         self.worst = {n: 0.0 for n in self.names}
         self.steps = 0
