@@ -474,7 +474,7 @@ def main(argv: list[str] | None = None) -> dict:
                                      f"lower --lr or check the data{kept}.", status=3)
                 if comparison is not None:
                     comparison.step(x, y, step + 1, total)
-                monitor.before_update(step + 1, logits, y)
+                monitor.before_update(step + 1, logits, procs.local_targets(y))
                 with CTRL_C.held():
                     optimizer.step()
                     scheduler.step()

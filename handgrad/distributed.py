@@ -118,6 +118,13 @@ class Processes:
             return x[:1], y[:1], 0.0
         return x[first:stop], y[first:stop], self.world * (stop - first) / n
 
+    def local_targets(self, y: torch.Tensor) -> torch.Tensor:
+        """The targets of this process's rows of a global batch: what its logits (from :meth:`objective`) belong to."""
+        if not self.launched:
+            return y
+        first, stop = rows_of(y.shape[0], self.rank, self.world)
+        return y[first:stop] if stop > first else y[:1]
+
     def agree(self, check: torch.Tensor, loss: torch.Tensor) -> tuple[bool, torch.Tensor]:
         """(is ``check`` finite on every process, the global batch's loss Σ_r (b_r/B) L_r), in one all-reduce.
 
