@@ -5,6 +5,8 @@
     python train.py --ops compare --epochs 1          # hand ops, native gradients checked every step
     python train.py --data-dir ../shared/data --save ckpt.pt
     python train.py --resume ckpt.pt --epochs 8       # go on from a checkpoint
+    python train.py --preset seed001                  # the notes' sigmoid + squared-error network
+    python train.py --preset seed004 --epochs 3       # a preset, one value overridden
     tensorboard --logdir runs                         # look at the gradients
 
 Data: --data-dir, else $HANDGRAD_DATA, else ./data; downloaded when missing (unless
@@ -16,6 +18,7 @@ arguments or data, 3 for a non-finite loss or gradient, 130 for Ctrl-C.
 from __future__ import annotations
 
 import argparse
+import copy
 import math
 import os
 import sys
@@ -29,7 +32,8 @@ import torch
 from handgrad.data import DataError, load_mnist
 from handgrad.functional import get_ops
 from handgrad.monitor import Monitor
-from models.mlp import MLP
+from models.mlp import INITS, MLP
+from models.presets import PRESETS, as_flags
 
 CHECKPOINT_VERSION = 1
 # the flags that fix the model's shape and math: a checkpoint only resumes under the same ones
@@ -86,11 +90,25 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see python train.py --help)\n")
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults after each flag's help; the epilog (the presets) keeps its lines."""
+
+
+def _presets_epilog() -> str:
+    lines = ["presets (--preset NAME sets these values; a flag given on the command line wins):"]
+    for name, preset in PRESETS.items():
+        lines += [f"  {name}: {preset.summary}", f"      {as_flags(preset.values)}"]
+    return "\n".join(lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         description="Train an MLP on MNIST with hand-written (or native) autograd ops.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
+        epilog=_presets_epilog(),
     )
+    p.add_argument("--preset", choices=list(PRESETS), default="default",
+                   help="named training setup (listed below); explicit flags override its values")
     p.add_argument("--epochs", type=_positive_int, default=5, help="epochs in the schedule")
     p.add_argument("--batch-size", type=_positive_int, default=128, help="training batch size")
     p.add_argument("--lr", type=_non_negative_float, default=0.1, help="peak learning rate of the one-cycle schedule")
@@ -101,6 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hidden", type=_hidden, default=[256, 128], help="hidden layer sizes, comma-separated")
     p.add_argument("--activation", choices=["relu", "sigmoid"], default="relu", help="hidden activation")
     p.add_argument("--loss", choices=["ce", "mse"], default="ce", help="cross-entropy or squared error")
+    p.add_argument("--bias", action=argparse.BooleanOptionalAction, default=True,
+                   help="Affine layers with bias terms (--no-bias: x Wᵀ only, as in seed 004)")
+    p.add_argument("--init", choices=list(INITS), default="linear",
+                   help="weight init: linear (torch.nn.Linear's U(±1/√fan_in)) or xavier (U(±√(6/(fan_in+fan_out))), b = 0)")
     p.add_argument("--ops", choices=["hand", "native", "compare"], default="hand",
                    help="handgrad's ops, PyTorch's, or hand with native gradients checked every step")
     p.add_argument("--compare-tol", type=_non_negative_float, default=1e-4,
@@ -126,6 +148,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", action="store_true", help="torch.compile the model's objective")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Flags over the preset's values over the parser's defaults.
+
+    The preset becomes the parser's defaults before the real parse, so a flag on the command
+    line always wins and ``--preset NAME --help`` shows the values that preset would use.
+    """
+    first = _Parser(add_help=False)
+    first.add_argument("--preset", choices=list(PRESETS), default="default")
+    known, _ = first.parse_known_args(argv)
+    parser = build_parser()
+    parser.set_defaults(**copy.deepcopy(PRESETS[known.preset].values))
+    return parser.parse_args(argv)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -264,7 +300,7 @@ def _check_writable(path: Path, what: str) -> None:
 
 def main(argv: list[str] | None = None) -> dict:
     """Train and return the final metrics; expected failures raise TrainError or DataError."""
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     config = dict(vars(args))
     config["hidden"] = list(args.hidden)
 
@@ -291,7 +327,7 @@ def main(argv: list[str] | None = None) -> dict:
     # 3. model, optimizer, schedule ---------------------------------------------------------------
     ops_kind = "hand" if args.ops == "compare" else args.ops
     model_kwargs = dict(hidden=args.hidden, activation=args.activation, loss=args.loss,
-                        weight_decay=args.weight_decay, device=device, dtype=dtype)
+                        weight_decay=args.weight_decay, bias=args.bias, init=args.init, device=device, dtype=dtype)
     model = MLP(get_ops(ops_kind), **model_kwargs)
     twin = _Objective(MLP(get_ops("native"), **model_kwargs)) if args.ops == "compare" else None
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum,
@@ -444,7 +480,7 @@ def main(argv: list[str] | None = None) -> dict:
     if twin is not None:
         summary["compare_worst"] = compare_worst
     if metrics:
-        monitor.hparams({k: v for k, v in config.items() if k in ("ops", "lr", "momentum", "weight_decay",
+        monitor.hparams({k: v for k, v in config.items() if k in ("ops", "lr", "momentum", "weight_decay", "preset", "bias", "init",
                                                                    "batch_size", "epochs", "activation", "loss",
                                                                    "seed", "dtype", "hidden")},
                         {"test_acc": metrics["test_acc"], "test_loss": metrics["test_loss"]})
