@@ -32,7 +32,7 @@ import torch
 from handgrad.data import DataError, load_mnist
 from handgrad.functional import get_ops
 from handgrad.monitor import Monitor
-from models.mlp import INITS, MLP
+from models.mlp import MLP
 from models.presets import PRESETS, as_flags
 
 CHECKPOINT_VERSION = 1
@@ -121,8 +121,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--loss", choices=["ce", "mse"], default="ce", help="cross-entropy or squared error")
     p.add_argument("--bias", action=argparse.BooleanOptionalAction, default=True,
                    help="Affine layers with bias terms (--no-bias: x Wᵀ only, as in seed 004)")
-    p.add_argument("--init", choices=list(INITS), default="linear",
-                   help="weight init: linear (torch.nn.Linear's U(±1/√fan_in)) or xavier (U(±√(6/(fan_in+fan_out))), b = 0)")
     p.add_argument("--ops", choices=["hand", "native", "compare"], default="hand",
                    help="handgrad's ops, PyTorch's, or hand with native gradients checked every step")
     p.add_argument("--compare-tol", type=_non_negative_float, default=1e-4,
@@ -327,7 +325,7 @@ def main(argv: list[str] | None = None) -> dict:
     # 3. model, optimizer, schedule ---------------------------------------------------------------
     ops_kind = "hand" if args.ops == "compare" else args.ops
     model_kwargs = dict(hidden=args.hidden, activation=args.activation, loss=args.loss,
-                        weight_decay=args.weight_decay, bias=args.bias, init=args.init, device=device, dtype=dtype)
+                        weight_decay=args.weight_decay, bias=args.bias, device=device, dtype=dtype)
     model = MLP(get_ops(ops_kind), **model_kwargs)
     twin = _Objective(MLP(get_ops("native"), **model_kwargs)) if args.ops == "compare" else None
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum,
@@ -480,9 +478,9 @@ def main(argv: list[str] | None = None) -> dict:
     if twin is not None:
         summary["compare_worst"] = compare_worst
     if metrics:
-        monitor.hparams({k: v for k, v in config.items() if k in ("ops", "lr", "momentum", "weight_decay", "preset", "bias", "init",
+        monitor.hparams({k: v for k, v in config.items() if k in ("ops", "lr", "momentum", "weight_decay",
                                                                    "batch_size", "epochs", "activation", "loss",
-                                                                   "seed", "dtype", "hidden")},
+                                                                   "seed", "dtype", "hidden", "preset", "bias")},
                         {"test_acc": metrics["test_acc"], "test_loss": metrics["test_loss"]})
     monitor.close()
     if metrics:

@@ -13,7 +13,6 @@ __all__ = ["MLP"]
 
 _ACTIVATIONS = {"relu": ReLU, "sigmoid": Sigmoid}
 LOSSES = ("ce", "mse")
-INITS = ("linear", "xavier")
 
 
 class MLP(nn.Module):
@@ -22,21 +21,17 @@ class MLP(nn.Module):
     ``objective(x, y)`` is the training objective J = L + s: the data loss L (softmax
     cross-entropy, or squared error between sigmoid outputs and one-hot targets) plus the
     penalty s = λ/2 Σ‖W‖² over the weight matrices (not the biases), through ``ops.l2_penalty``.
-    ``bias=False`` builds every Affine without a bias (seed 004's network). ``init`` is
-    "linear" (torch.nn.Linear's U(±1/√fan_in)) or "xavier" (W ~ U(±√(6/(fan_in+fan_out))), b = 0);
-    either draws from the global RNG, so a seed gives the same weights for hand and native ops.
+    ``bias=False`` builds every Affine without a bias (seed 004's network).
     """
 
     def __init__(self, ops="hand", in_features: int = 784, hidden: Sequence[int] = (256, 128),
                  classes: int = 10, activation: str = "relu", loss: str = "ce",
-                 weight_decay: float = 0.0, bias: bool = True, init: str = "linear", device=None, dtype=None) -> None:
+                 weight_decay: float = 0.0, bias: bool = True, device=None, dtype=None) -> None:
         super().__init__()
         if activation not in _ACTIVATIONS:
             raise ValueError(f"MLP: activation must be one of {', '.join(_ACTIVATIONS)}, got {activation!r}.")
         if loss not in LOSSES:
             raise ValueError(f"MLP: loss must be one of {', '.join(LOSSES)}, got {loss!r}.")
-        if init not in INITS:
-            raise ValueError(f"MLP: init must be one of {', '.join(INITS)}, got {init!r}.")
         self.ops = resolve_ops(ops)
         self.activation, self.loss_name, self.weight_decay = activation, loss, float(weight_decay)
         sizes = [in_features, *hidden, classes]
@@ -46,8 +41,6 @@ class MLP(nn.Module):
             if i < len(sizes) - 2:
                 layers.append(_ACTIVATIONS[activation](self.ops))
         self.layers = nn.Sequential(*layers)
-        if init == "xavier":
-            _xavier([m for m in self.layers if isinstance(m, Affine)])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(x)
@@ -67,11 +60,3 @@ class MLP(nn.Module):
         loss = self.data_loss(logits, target)
         total = self.ops.add(loss, self.ops.l2_penalty(self.weights(), self.weight_decay)) if self.weight_decay else loss
         return total, loss, logits
-
-
-def _xavier(affines: list[Affine]) -> None:
-    """Glorot & Bengio (2010): W ~ U(±√(6/(fan_in+fan_out))), b = 0, keeps activation and gradient variances level."""
-    for m in affines:
-        nn.init.xavier_uniform_(m.weight)
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 __all__ = ["PRESETS", "Preset", "as_flags"]
 
-KEYS = ("hidden", "activation", "loss", "bias", "init", "batch_size", "epochs", "lr", "momentum",
+KEYS = ("hidden", "activation", "loss", "bias", "batch_size", "epochs", "lr", "momentum",
         "schedule", "weight_decay")
 
 
@@ -23,15 +23,15 @@ class Preset:
 PRESETS: dict[str, Preset] = {
     "default": Preset(
         "784-256-128-10, ReLU, softmax cross-entropy",
-        dict(hidden=[256, 128], activation="relu", loss="ce", bias=True, init="linear", batch_size=128, epochs=5,
+        dict(hidden=[256, 128], activation="relu", loss="ce", bias=True, batch_size=128, epochs=5,
              lr=0.1, momentum=0.9, schedule="onecycle", weight_decay=5e-4)),
     "seed001": Preset(
         "seed 001's network: sigmoid neurons throughout, squared error against the one-hot target, minibatch SGD",
-        dict(hidden=[256, 128], activation="sigmoid", loss="mse", bias=True, init="linear", batch_size=64, epochs=10,
+        dict(hidden=[256, 128], activation="sigmoid", loss="mse", bias=True, batch_size=64, epochs=10,
              lr=3.0, momentum=0.9, schedule="onecycle", weight_decay=0.0)),
     "seed004": Preset(
         "seed 004's network: one hidden layer, no biases, J = L + λ/2 (‖W1‖² + ‖W2‖²)",
-        dict(hidden=[800], activation="relu", loss="ce", bias=False, init="linear", batch_size=128, epochs=10,
+        dict(hidden=[512], activation="relu", loss="ce", bias=False, batch_size=128, epochs=8,
              lr=0.1, momentum=0.9, schedule="onecycle", weight_decay=5e-4)),
 }
 
