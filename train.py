@@ -7,6 +7,8 @@
     python train.py --data-dir ../shared/data --save ckpt.pt --resume ckpt.pt   # go on (same flags)
     python train.py --sample --epochs 1               # the 10,000-digit sample shipped with handgrad
     torchrun --standalone --nproc-per-node 2 train.py # two processes, DDP; --batch-size is the global batch
+    python train.py --preset seed001                  # the notes' sigmoid + squared-error network
+    python train.py --preset seed004 --epochs 3       # a preset, one value overridden
     tensorboard --logdir runs                         # look at the gradients
 
 Data: the four MNIST files in --data-dir, else in $HANDGRAD_DATA (a given folder without them is
@@ -34,6 +36,7 @@ if __name__ == "__main__":
     signal.signal(signal.SIGINT, _quit_during_startup)
 
 import argparse
+import copy
 import math
 import tempfile
 import time
@@ -51,10 +54,13 @@ from handgrad.data import DataError, load_mnist
 from handgrad.functional import get_ops
 from handgrad.monitor import LogSchedule, Monitor
 from models.mlp import MLP
+from models.presets import PRESETS, as_flags
 
 CHECKPOINT_VERSION = 2  # 2: records its data; version 1 files still resume (without the data check)
 # the flags that fix the model's shape and math: a checkpoint only resumes under the same ones
-MODEL_KEYS = ("hidden", "activation", "loss", "dtype")
+MODEL_KEYS = ("hidden", "activation", "loss", "dtype", "bias")
+#: what a checkpoint written before a flag existed implies for it
+IMPLIED = {"bias": True}
 # ...and the flags that fix the sequence of updates; the data is compared as well (see check_resume)
 TRAINING_KEYS = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "schedule", "seed", "limit_train")
 
@@ -121,7 +127,7 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see python train.py --help)\n")
 
 
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Adds "(default: X)" once: not where the help already names its default, nor for None or a switch."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
@@ -131,11 +137,21 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+def _presets_epilog() -> str:
+    lines = ["presets (--preset NAME sets these values; a flag given on the command line wins):"]
+    for name, preset in PRESETS.items():
+        lines += [f"  {name}: {preset.summary}", f"      {as_flags(preset.values)}"]
+    return "\n".join(lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         description="Train an MLP on MNIST with hand-written (or native) autograd ops.",
         formatter_class=HelpFormatter,
+        epilog=_presets_epilog(),
     )
+    p.add_argument("--preset", choices=list(PRESETS), default="default",
+                   help="named training setup (listed below); explicit flags override its values")
     p.add_argument("--epochs", type=_positive_int, default=5, help="epochs in the schedule")
     p.add_argument("--batch-size", type=_positive_int, default=128, help="training batch size")
     p.add_argument("--lr", type=_non_negative_float, default=0.1, help="peak learning rate of the one-cycle schedule")
@@ -146,6 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hidden", type=_hidden, default="256,128", help="hidden layer sizes, comma-separated")
     p.add_argument("--activation", choices=["relu", "sigmoid"], default="relu", help="hidden activation")
     p.add_argument("--loss", choices=["ce", "mse"], default="ce", help="cross-entropy or squared error")
+    p.add_argument("--bias", action=argparse.BooleanOptionalAction, default=True,
+                   help="Affine layers with bias terms (--no-bias: x Wᵀ only, as in seed 004)")
     p.add_argument("--ops", choices=["hand", "native", "compare"], default="hand",
                    help="handgrad's ops, PyTorch's, or hand with native gradients checked every step")
     p.add_argument("--compare-tol", type=_non_negative_float, default=1e-4,
@@ -182,6 +200,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Flags over the preset's values over the parser's defaults.
+
+    The preset becomes the parser's defaults before the real parse, so a flag on the command
+    line always wins and ``--preset NAME --help`` shows the values that preset would use.
+    """
+    first = _Parser(add_help=False)
+    first.add_argument("--preset", choices=list(PRESETS), default="default")
+    known, _ = first.parse_known_args(argv)
+    parser = build_parser()
+    parser.set_defaults(**copy.deepcopy(PRESETS[known.preset].values))
+    return parser.parse_args(argv)
+
+
 # ---------------------------------------------------------------------------------------------
 # checkpoints
 # ---------------------------------------------------------------------------------------------
@@ -208,7 +240,7 @@ def _data_shown(data: dict) -> str:
 
 def check_resume(path: str, state: dict, config: dict, data: dict, total_steps: int) -> None:
     """Refuse a checkpoint written under other flags or other data: one sentence naming each difference."""
-    saved = state.get("config", {})
+    saved = {**IMPLIED, **state.get("config", {})}
     diffs = [f"--{k.replace('_', '-')} {_shown(saved.get(k))} (checkpoint) vs {_shown(config[k])} (now)"
              for k in (*MODEL_KEYS, *TRAINING_KEYS) if saved.get(k) != config[k]]
     fixes = ["use the checkpoint's values"] if diffs else []
@@ -346,7 +378,7 @@ def _check_writable(path: Path, what: str) -> None:
 
 def main(argv: list[str] | None = None) -> dict:
     """Train and return the final metrics; expected failures raise TrainError or DataError."""
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     procs = distributed.start(args)  # under torchrun: this process's place; quiet unless it is process 0
     config = dict(vars(args))
     config["hidden"] = list(args.hidden)
@@ -374,7 +406,7 @@ def main(argv: list[str] | None = None) -> dict:
     # 3. model, optimizer, schedule ---------------------------------------------------------------
     ops_kind = "hand" if args.ops == "compare" else args.ops
     model_kwargs = dict(hidden=args.hidden, activation=args.activation, loss=args.loss,
-                        weight_decay=args.weight_decay, device=device, dtype=dtype)
+                        weight_decay=args.weight_decay, bias=args.bias, device=device, dtype=dtype)
     model = MLP(get_ops(ops_kind), **model_kwargs)
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum,
                                 nesterov=args.momentum > 0)
@@ -528,7 +560,7 @@ def main(argv: list[str] | None = None) -> dict:
     if metrics:
         monitor.hparams({k: v for k, v in config.items() if k in ("ops", "lr", "momentum", "weight_decay",
                                                                    "batch_size", "epochs", "activation", "loss",
-                                                                   "seed", "dtype", "hidden")},
+                                                                   "seed", "dtype", "hidden", "preset", "bias")},
                         {"test_acc": metrics["test_acc"], "test_loss": metrics["test_loss"]})
     monitor.close()
     if metrics:
