@@ -41,7 +41,7 @@ import torch
 
 from . import functions as fn
 from .functional import get_ops
-from .testing import Result, _device, _first_line, _table, _Usage, check_function, cli_function
+from .testing import TOLERANCES, Result, _device, _first_line, _table, _Usage, check_function, cli_function
 
 __all__ = ["Case", "CASES", "CHECKS", "COLUMNS", "run_case", "run_check", "main"]
 
@@ -422,8 +422,7 @@ def _engine_results(case, dtype, native, checks, device, hand, inputs) -> list[R
         inputs = inputs if inputs is not None else _inputs(case, dtype, device)
     except Exception as exc:  # noqa: BLE001 - a case that cannot be made is an ERROR cell, and the report goes on
         return [Result(case.name, k, "ERROR", message=_first_line(exc)) for k in checks]
-    tolerances = None if case.tolerance is None else dict.fromkeys((torch.float64, torch.float32, torch.float16,
-                                                                    torch.bfloat16), case.tolerance)
+    tolerances = None if case.tolerance is None else dict.fromkeys(TOLERANCES, case.tolerance)
     report = check_function(
         lambda *a: case.run(hand, *a), {case.name: inputs}, (lambda *a: case.run(_NATIVE, *a)) if native else None,
         # NOTE: no reference for the numerical columns, so that grad is gradcheck alone; against the
@@ -455,7 +454,8 @@ def run_case(case: Case, device="cpu", columns: Sequence[str] = CHECKS, *, hand=
     inputs instead of ``case.make`` (then every column runs on them, whatever its dtype).
     """
     hand = hand if hand is not None else get_ops("hand")
-    cells = {c: Result(case.name, c, "skip", message=case.skip_reason(c)) for c in columns if case.skip_reason(c)}
+    reasons = {c: case.skip_reason(c) for c in columns}
+    cells = {c: Result(case.name, c, "skip", message=why) for c, why in reasons.items() if why}
     groups: dict[tuple, list[str]] = {}
     for c in columns:
         if c not in cells:

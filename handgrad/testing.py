@@ -731,7 +731,7 @@ class _Engine:
 
         Raises _Skip when the reference has no forward-mode derivative. NOTE: the reference's jvp
         is taken in its output's dtype: torch.func/forward AD can return a float64 tangent for a
-        float32 output of a native op (``t * 0.15``, torch 2.14); handgrad's own must match its output.
+        float32 output of a native op (``t * 0.15``, torch 2.14); fn's own must match its output.
         """
         key = ("jvp", row.label)
         if key not in self._cache:
