@@ -36,7 +36,6 @@ if __name__ == "__main__":
     signal.signal(signal.SIGINT, _quit_during_startup)
 
 import argparse
-import copy
 import math
 import tempfile
 import time
@@ -210,7 +209,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     first.add_argument("--preset", choices=list(PRESETS), default="default")
     known, _ = first.parse_known_args(argv)
     parser = build_parser()
-    parser.set_defaults(**copy.deepcopy(PRESETS[known.preset].values))
+    # NOTE: a default given as text goes through the flag's own type, as typed flags do (and --help
+    # shows it as the user would type it: 256,128)
+    values = {k: ",".join(map(str, v)) if isinstance(v, (list, tuple)) else v for k, v in PRESETS[known.preset].values.items()}
+    parser.set_defaults(**values)
     return parser.parse_args(argv)
 
 
