@@ -39,7 +39,9 @@ import argparse
 import math
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -49,7 +51,7 @@ from handgrad import distributed
 from handgrad.checkpoint import CheckpointError, check_save_path, save_checkpoint
 from handgrad.checkpoint import load_checkpoint as _load_file
 from handgrad.compare import Comparison, GradientMismatch, Objective
-from handgrad.data import DataError, load_mnist
+from handgrad.data import DataError, MNISTData, load_mnist
 from handgrad.functional import get_ops
 from handgrad.monitor import LogSchedule, Monitor
 from models.mlp import MLP
@@ -62,6 +64,9 @@ MODEL_KEYS = ("hidden", "activation", "loss", "dtype", "bias")
 IMPLIED = {"bias": True}
 # ...and the flags that fix the sequence of updates; the data is compared as well (see check_resume)
 TRAINING_KEYS = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "schedule", "seed", "limit_train")
+# the flags shown beside the final metrics in TensorBoard's HPARAMS tab
+HPARAMS = ("ops", "lr", "momentum", "weight_decay", "batch_size", "epochs", "activation", "loss", "seed", "dtype", "hidden",
+           "preset", "bias")
 
 
 class TrainError(Exception):
@@ -339,7 +344,7 @@ def _log_graph(monitor: Monitor, model: MLP, data, batch_size: int) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# main
+# the stages before the loop: seed and device, data, model and optimizer, resume, monitor
 # ---------------------------------------------------------------------------------------------
 
 
@@ -378,15 +383,35 @@ def _check_writable(path: Path, what: str) -> None:
         raise TrainError(f"{what} {path} is not writable ({exc.strerror or exc}); choose another path.") from None
 
 
-def main(argv: list[str] | None = None) -> dict:
-    """Train and return the final metrics; expected failures raise TrainError or DataError."""
-    args = parse_args(argv)
-    procs = distributed.start(args)  # under torchrun: this process's place; quiet unless it is process 0
-    config = dict(vars(args))
-    config["hidden"] = list(args.hidden)
-    config["processes"] = procs.world
+@dataclass
+class Run:
+    """What the stages hand on: the flags, the data, the model and its optimizer, and the counters a checkpoint records."""
 
-    # 1. seed, device, dtype --------------------------------------------------------------------
+    args: argparse.Namespace
+    procs: distributed.Processes
+    config: dict
+    device: torch.device
+    logdir: str | None
+    data: MNISTData
+    model: MLP
+    model_kwargs: dict
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    objective: Callable
+    steps_per_epoch: int
+    total_steps: int
+    epoch: int = 0
+    step_in_epoch: int = 0  # NOTE: > 0 only in a run resumed mid-epoch
+    step: int = 0
+    saved_at: int = 0  # the step the file at --save (if any) holds; Ctrl-C saves only newer work
+    monitor: Monitor | None = None
+    comparison: Comparison | None = None
+    history: list[dict] = field(default_factory=list)
+    metrics: dict = field(default_factory=dict)
+
+
+def seed_and_device(args) -> tuple[torch.device, torch.dtype, str | None]:
+    """Seed, device and dtype; the output paths are checked now, before minutes of loading and training."""
     device = _pick_device(args.device)
     dtype = getattr(torch, args.dtype)
     torch.manual_seed(args.seed)
@@ -399,176 +424,252 @@ def main(argv: list[str] | None = None) -> dict:
     logdir = None if args.no_log else (args.logdir or _default_logdir(args))
     if logdir:
         _check_writable(Path(logdir), "--logdir")
+    return device, dtype, logdir
 
-    # 2. data -------------------------------------------------------------------------------------
+
+def load_data(args, procs: distributed.Processes, device: torch.device, dtype: torch.dtype) -> MNISTData:
     with procs.first_on_each_machine():  # NOTE: under torchrun, a download happens once per machine
-        data = load_mnist(args.data_dir, device=device, dtype=dtype, download=not args.no_download,
+        return load_mnist(args.data_dir, device=device, dtype=dtype, download=not args.no_download,
                           fallback=not args.no_fallback, limit_train=args.limit_train, sample=args.sample)
 
-    # 3. model, optimizer, schedule ---------------------------------------------------------------
+
+def _scheduler(optimizer: torch.optim.Optimizer, args, total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
+    if args.schedule == "onecycle" and total_steps >= 4:
+        # NOTE: warm up for a quarter of the run, but at least 2 steps: OneCycleLR divides by
+        # zero when its warm-up phase is a single step.
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=args.lr, total_steps=total_steps, pct_start=max(0.25, 2 / total_steps),
+            cycle_momentum=False)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+
+
+def build(args, procs: distributed.Processes, device: torch.device, dtype: torch.dtype, logdir: str | None,
+          data: MNISTData) -> Run:
+    """The model, its SGD optimizer and learning-rate schedule, and the objective each step calls."""
+    config = {**vars(args), "hidden": list(args.hidden), "processes": procs.world}
     ops_kind = "hand" if args.ops == "compare" else args.ops
     model_kwargs = dict(hidden=args.hidden, activation=args.activation, loss=args.loss,
                         weight_decay=args.weight_decay, bias=args.bias, device=device, dtype=dtype)
     model = MLP(get_ops(ops_kind), **model_kwargs)
-    optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum,
-                                nesterov=args.momentum > 0)
+    optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum, nesterov=args.momentum > 0)
     steps_per_epoch = data.steps_per_epoch(args.batch_size)
     total_steps = args.epochs * steps_per_epoch
-    if args.schedule == "onecycle" and total_steps >= 4:
-        # NOTE: warm up for a quarter of the run, but at least 2 steps: OneCycleLR divides by
-        # zero when its warm-up phase is a single step.
-        scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=args.lr, total_steps=total_steps, pct_start=max(0.25, 2 / total_steps),
-            cycle_momentum=False)
-    else:
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    scheduler = _scheduler(optimizer, args, total_steps)
     objective = torch.compile(model.objective) if args.compile else model.objective
     if procs.launched:
         objective = procs.objective(Objective(model), compile=args.compile)  # DDP: each process runs its rows of every batch
+    return Run(args, procs, config, device, logdir, data, model, model_kwargs, optimizer, scheduler, objective,
+               steps_per_epoch, total_steps)
 
-    # 4. resume -----------------------------------------------------------------------------------
-    epoch, step_in_epoch, step = 0, 0, 0
-    if args.resume:
-        state = load_checkpoint(args.resume, device)
-        check_resume(args.resume, state, config, data.identity(), total_steps)
+
+def resume(run: Run) -> None:
+    """With --resume: the checkpoint's weights, optimizer, schedule, counters and random state, once it is checked."""
+    path = run.args.resume
+    if path:
+        state = load_checkpoint(path, run.device)
+        check_resume(path, state, run.config, run.data.identity(), run.total_steps)
         try:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
+            run.model.load_state_dict(state["model"])
+            run.optimizer.load_state_dict(state["optimizer"])
+            run.scheduler.load_state_dict(state["scheduler"])
         except (KeyError, RuntimeError, ValueError) as exc:
-            raise TrainError(f"checkpoint {args.resume} does not fit this model ({str(exc).splitlines()[0]}).") from None
-        epoch, step_in_epoch, step = state["epoch"], state["step_in_epoch"], state["step"]
+            raise TrainError(f"checkpoint {path} does not fit this model ({str(exc).splitlines()[0]}).") from None
+        run.epoch, run.step_in_epoch, run.step = state["epoch"], state["step_in_epoch"], state["step"]
         torch.set_rng_state(state["rng_cpu"].cpu())
-        if device.type == "cuda" and state.get("rng_cuda") is not None:
-            torch.cuda.set_rng_state(state["rng_cuda"].cpu(), device)
-        print(resumed_line(args.resume, epoch, step_in_epoch, step, args.epochs, steps_per_epoch))
-    saved_at = step  # the step the file at --save (if any) holds; Ctrl-C saves only newer work
+        if run.device.type == "cuda" and state.get("rng_cuda") is not None:
+            torch.cuda.set_rng_state(state["rng_cuda"].cpu(), run.device)
+        print(resumed_line(path, run.epoch, run.step_in_epoch, run.step, run.args.epochs, run.steps_per_epoch))
+    run.saved_at = run.step
 
-    def checkpoint_state() -> dict:
-        return {
-            "version": CHECKPOINT_VERSION,
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "epoch": epoch,
-            "step_in_epoch": step_in_epoch,
-            "step": step,
-            "rng_cpu": torch.get_rng_state(),
-            "rng_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-            "config": {**config, "total_steps": total_steps},
-            "data": data.identity(),
-        }
 
-    # 5. monitor and comparison ------------------------------------------------------------------
-    schedule = LogSchedule(total_steps=total_steps, steps_per_epoch=steps_per_epoch,
+def checkpoint_state(run: Run) -> dict:
+    return {
+        "version": CHECKPOINT_VERSION,
+        "model": run.model.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(),
+        "epoch": run.epoch,
+        "step_in_epoch": run.step_in_epoch,
+        "step": run.step,
+        "rng_cpu": torch.get_rng_state(),
+        "rng_cuda": torch.cuda.get_rng_state(run.device) if run.device.type == "cuda" else None,
+        "config": {**run.config, "total_steps": run.total_steps},
+        "data": run.data.identity(),
+    }
+
+
+def open_monitor(run: Run) -> None:
+    """TensorBoard's monitor and, with --ops compare, the native twin that checks every step's gradients."""
+    args, data = run.args, run.data
+    schedule = LogSchedule(total_steps=run.total_steps, steps_per_epoch=run.steps_per_epoch,
                            full_batches=data.train_size // args.batch_size, log_every=args.log_every,
                            log_dense=args.log_dense, histograms=args.histograms)
-    monitor = Monitor(logdir, model, schedule, compare_tol=args.compare_tol if args.ops == "compare" else None)
-    monitor.config({**config, "device": str(device), "data": data.source})
-    comparison = (Comparison(model, MLP(get_ops("native"), **model_kwargs), args.compare_tol, monitor)
-                  if args.ops == "compare" else None)
+    compare = args.ops == "compare"
+    run.monitor = Monitor(run.logdir, run.model, schedule, compare_tol=args.compare_tol if compare else None)
+    run.monitor.config({**run.config, "device": str(run.device), "data": data.source})
+    # NOTE: built after resume() on purpose: the twin's initial weights draw from the restored random state
+    run.comparison = Comparison(run.model, MLP(get_ops("native"), **run.model_kwargs), args.compare_tol,
+                                run.monitor) if compare else None
 
-    # 6. epoch loop -----------------------------------------------------------------------------
+
+# ---------------------------------------------------------------------------------------------
+# the step and the epoch
+# ---------------------------------------------------------------------------------------------
+
+
+def _not_finite(run: Run) -> TrainError:
+    bad = first_non_finite(run.model)
+    where = f"the gradient of {bad}" if bad else "the loss"
+    save = run.args.save
+    kept = f"; {save} keeps the last good checkpoint" if save and Path(save).exists() else ""
+    return TrainError(f"{where} is not finite at step {run.step + 1} (epoch {run.epoch + 1}); "
+                      f"lower --lr or check the data{kept}.", status=3)
+
+
+def train_step(run: Run, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """One update on one batch: forward, backward, checks, optimizer and schedule; returns the batch's loss."""
+    step = run.step + 1
+    run.monitor.before_forward(step)
+    total, loss, logits = run.objective(x, y)
+    run.optimizer.zero_grad(set_to_none=True)
+    total.backward()
+    # NOTE: one host sync per step: the loss and the gradient norms checked together.
+    grads = [p.grad for p in run.model.parameters() if p.grad is not None]
+    sq = torch.stack(torch._foreach_norm(grads)).square().sum() if grads else total.new_zeros(())
+    # NOTE: under torchrun, every process's verdict and the global batch's loss, in one all-reduce
+    finite, loss = run.procs.agree(total.detach() + sq, loss)
+    if not finite:
+        raise _not_finite(run)
+    if run.comparison is not None:
+        run.comparison.step(x, y, step, total)
+    run.monitor.before_update(step, logits, run.procs.local_targets(y))
+    with CTRL_C.held():
+        run.optimizer.step()
+        run.scheduler.step()
+        run.step += 1
+        run.step_in_epoch += 1
+    return loss.detach()
+
+
+def train_epoch(run: Run, show_bar: bool) -> None:
+    """The rest of the current epoch's batches, then the test set, the line, the scalars and the checkpoint."""
     from tqdm.auto import tqdm
 
-    show_bar = not args.quiet and sys.stderr.isatty()
-    history: list[dict] = []
-    metrics: dict = {}
-    last_epoch = args.epochs if args.stop_after is None else min(args.epochs, epoch + args.stop_after)
+    args = run.args
+    started = time.perf_counter()
+    first_step = run.step_in_epoch  # NOTE: > 0 in a resumed epoch, whose train loss covers only the rest
+    loss_sum = torch.zeros((), dtype=torch.float64, device=run.device)
+    seen = 0
+    bar = tqdm(total=run.steps_per_epoch, initial=first_step, desc=f"epoch {run.epoch + 1}/{args.epochs}",
+               disable=not show_bar, leave=False, dynamic_ncols=True)
+    for x, y in run.data.batches(args.batch_size, run.epoch, args.seed, start=first_step):
+        loss = train_step(run, x, y)
+        loss_sum += loss.double() * y.numel()
+        seen += y.numel()
+        run.monitor.after_update(run.step, {"train/loss": loss, "train/lr": run.optimizer.param_groups[0]["lr"]})
+        bar.update(1)
+    bar.close()
+    seconds = time.perf_counter() - started
+    with CTRL_C.held():
+        run.epoch += 1
+        run.step_in_epoch = 0
+    end_epoch(run, loss_sum.item() / max(seen, 1), seen, seconds, first_step)
+
+
+def end_epoch(run: Run, train_loss: float, seen: int, seconds: float, first_step: int) -> None:
+    args, step = run.args, run.step
+    test_loss, test_acc = run.procs.evaluate(evaluate, run.model, run.data)
+    run.metrics = {"epoch": run.epoch, "train_loss": train_loss, "test_loss": test_loss, "test_acc": test_acc,
+                   "seconds": seconds, "samples_per_s": seen / seconds if seconds else 0.0, "step": step,
+                   "train_steps": run.steps_per_epoch - first_step}
+    run.history.append(run.metrics)
+    covers = f" (steps {first_step + 1}-{run.steps_per_epoch} only)" if first_step else ""
+    print(f"epoch {run.epoch}/{args.epochs}  train_loss {train_loss:.4f}{covers}  test_loss {test_loss:.4f}  "
+          f"test_acc {test_acc:.2f}%  {seconds:.1f}s  {run.metrics['samples_per_s']:.0f} samples/s")
+    run.monitor.scalars(step, {"train/epoch_loss": train_loss, "test/loss": test_loss, "test/accuracy": test_acc,
+                               "train/samples_per_s": run.metrics["samples_per_s"]})
+    if args.save:
+        save_checkpoint(args.save, checkpoint_state(run))
+        run.saved_at = step
+
+
+def _announce(run: Run) -> None:
+    args, data = run.args, run.data
     if data.note:  # NOTE: only now, so that a refused resume stays one line
         print(data.note, file=sys.stderr)
-    print(f"training {args.ops} ops on {device} ({args.dtype}), data: {data.source}, "
+    print(f"training {args.ops} ops on {run.device} ({args.dtype}), data: {data.source}, "
           f"{data.train_size} train / {data.test_y.numel()} test images, "
-          f"{steps_per_epoch} steps per epoch" + (f", logs in {logdir}" if logdir else ""))
+          f"{run.steps_per_epoch} steps per epoch" + (f", logs in {run.logdir}" if run.logdir else ""))
+
+
+def _interrupted(run: Run) -> TrainError:
+    """Ctrl-C: newer work than the file at --save holds is saved; one sentence says where the run stopped."""
+    save = run.args.save
+    if save and run.step != run.saved_at:
+        save_checkpoint(save, checkpoint_state(run))
+    where = f"; {save} holds step {run.step}" if save and Path(save).exists() else ""
+    when = f"epoch {run.epoch + 1}" if run.step_in_epoch or not run.epoch else f"end of epoch {run.epoch}"
+    return TrainError(f"interrupted at step {run.step} ({when} of {run.args.epochs}){where}.", status=130)
+
+
+def train_epochs(run: Run) -> None:
+    """Epochs until --epochs (or --stop-after more); the monitor is closed on any way out but the normal one."""
+    args = run.args
+    show_bar = not args.quiet and sys.stderr.isatty()
+    last_epoch = args.epochs if args.stop_after is None else min(args.epochs, run.epoch + args.stop_after)
+    _announce(run)
     try:
-        monitor.start(step, lambda: evaluate(model, data))
-        _log_graph(monitor, model, data, args.batch_size)
-        while epoch < last_epoch:
-            started = time.perf_counter()
-            first_step = step_in_epoch  # NOTE: > 0 in a resumed epoch, whose train loss covers only the rest
-            loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-            seen = 0
-            bar = tqdm(total=steps_per_epoch, initial=step_in_epoch, desc=f"epoch {epoch + 1}/{args.epochs}",
-                       disable=not show_bar, leave=False, dynamic_ncols=True)
-            for x, y in data.batches(args.batch_size, epoch, args.seed, start=step_in_epoch):
-                monitor.before_forward(step + 1)
-                total, loss, logits = objective(x, y)
-                optimizer.zero_grad(set_to_none=True)
-                total.backward()
-                # NOTE: one host sync per step: the loss and the gradient norms checked together.
-                grads = [p.grad for p in model.parameters() if p.grad is not None]
-                sq = torch.stack(torch._foreach_norm(grads)).square().sum() if grads else total.new_zeros(())
-                # NOTE: under torchrun, every process's verdict and the global batch's loss, in one all-reduce
-                finite, loss = procs.agree(total.detach() + sq, loss)
-                if not finite:
-                    bad = first_non_finite(model)
-                    where = f"the gradient of {bad}" if bad else "the loss"
-                    kept = f"; {args.save} keeps the last good checkpoint" if args.save and Path(args.save).exists() else ""
-                    raise TrainError(f"{where} is not finite at step {step + 1} (epoch {epoch + 1}); "
-                                     f"lower --lr or check the data{kept}.", status=3)
-                if comparison is not None:
-                    comparison.step(x, y, step + 1, total)
-                monitor.before_update(step + 1, logits, procs.local_targets(y))
-                with CTRL_C.held():
-                    optimizer.step()
-                    scheduler.step()
-                    step += 1
-                    step_in_epoch += 1
-                loss_sum += loss.detach().double() * y.numel()
-                seen += y.numel()
-                monitor.after_update(step, {"train/loss": loss.detach(), "train/lr": optimizer.param_groups[0]["lr"]})
-                bar.update(1)
-            bar.close()
-            seconds = time.perf_counter() - started
-            with CTRL_C.held():
-                epoch += 1
-                step_in_epoch = 0
-            test_loss, test_acc = procs.evaluate(evaluate, model, data)
-            train_loss = loss_sum.item() / max(seen, 1)
-            metrics = {"epoch": epoch, "train_loss": train_loss, "test_loss": test_loss, "test_acc": test_acc,
-                       "seconds": seconds, "samples_per_s": seen / seconds if seconds else 0.0, "step": step,
-                       "train_steps": steps_per_epoch - first_step}
-            history.append(metrics)
-            covers = f" (steps {first_step + 1}-{steps_per_epoch} only)" if first_step else ""
-            print(f"epoch {epoch}/{args.epochs}  train_loss {train_loss:.4f}{covers}  test_loss {test_loss:.4f}  "
-                  f"test_acc {test_acc:.2f}%  {seconds:.1f}s  {metrics['samples_per_s']:.0f} samples/s")
-            monitor.scalars(step, {"train/epoch_loss": train_loss, "test/loss": test_loss, "test/accuracy": test_acc,
-                                   "train/samples_per_s": metrics["samples_per_s"]})
-            if args.save:
-                save_checkpoint(args.save, checkpoint_state())
-                saved_at = step
+        run.monitor.start(run.step, lambda: evaluate(run.model, run.data))
+        _log_graph(run.monitor, run.model, run.data, args.batch_size)
+        while run.epoch < last_epoch:
+            train_epoch(run, show_bar)
     except KeyboardInterrupt:
-        monitor.close()
-        if args.save and step != saved_at:
-            save_checkpoint(args.save, checkpoint_state())
-        where = f"; {args.save} holds step {step}" if args.save and Path(args.save).exists() else ""
-        when = f"epoch {epoch + 1}" if step_in_epoch or not epoch else f"end of epoch {epoch}"
-        raise TrainError(f"interrupted at step {step} ({when} of {args.epochs}){where}.", status=130) from None
+        run.monitor.close()
+        raise _interrupted(run) from None
     except GradientMismatch as exc:
-        monitor.close()
+        run.monitor.close()
         raise TrainError(str(exc), status=4) from None
     except BaseException:
-        monitor.close()  # NOTE: whatever went wrong, the events written so far reach the disk
+        run.monitor.close()  # NOTE: whatever went wrong, the events written so far reach the disk
         raise
 
-    # 7. summary --------------------------------------------------------------------------------
+
+def summarize(run: Run) -> dict:
+    """The last epoch's metrics with the history and the run's facts; hparams to TensorBoard, one closing line."""
+    args, metrics, comparison = run.args, run.metrics, run.comparison
     if comparison is not None:
         print(comparison.summary())
-    summary = {**metrics, "history": history, "source": data.source, "logdir": logdir, "device": str(device),
-               "model": model,
-               "train_seconds": sum(h["seconds"] for h in history)}
+    summary = {**metrics, "history": run.history, "source": run.data.source, "logdir": run.logdir,
+               "device": str(run.device), "model": run.model,
+               "train_seconds": sum(h["seconds"] for h in run.history)}
     if comparison is not None:
         summary["compare_worst"] = comparison.worst
     if metrics:
-        monitor.hparams({k: v for k, v in config.items() if k in ("ops", "lr", "momentum", "weight_decay",
-                                                                   "batch_size", "epochs", "activation", "loss",
-                                                                   "seed", "dtype", "hidden", "preset", "bias")},
-                        {"test_acc": metrics["test_acc"], "test_loss": metrics["test_loss"]})
-    monitor.close()
+        run.monitor.hparams({k: v for k, v in run.config.items() if k in HPARAMS},
+                            {"test_acc": metrics["test_acc"], "test_loss": metrics["test_loss"]})
+    run.monitor.close()
     if metrics:
-        print(f"done: {epoch} epochs, test_acc {metrics['test_acc']:.2f}%, test_loss {metrics['test_loss']:.4f}, "
+        print(f"done: {run.epoch} epochs, test_acc {metrics['test_acc']:.2f}%, test_loss {metrics['test_loss']:.4f}, "
               f"{summary['train_seconds']:.1f}s training" + (f", checkpoint {args.save}" if args.save else ""))
     return summary
+
+
+# ---------------------------------------------------------------------------------------------
+# main
+# ---------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Train and return the final metrics; expected failures raise TrainError or DataError."""
+    args = parse_args(argv)
+    procs = distributed.start(args)  # under torchrun: this process's place; quiet unless it is process 0
+    device, dtype, logdir = seed_and_device(args)
+    data = load_data(args, procs, device, dtype)
+    run = build(args, procs, device, dtype, logdir, data)
+    resume(run)
+    open_monitor(run)
+    train_epochs(run)
+    return summarize(run)
 
 
 def cli(argv: list[str] | None = None) -> int:
