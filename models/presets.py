@@ -27,8 +27,8 @@ PRESETS: dict[str, Preset] = {
              lr=0.1, momentum=0.9, schedule="onecycle", weight_decay=5e-4)),
     "seed001": Preset(
         "seed 001's network: sigmoid neurons throughout, squared error against the one-hot target, minibatch SGD",
-        dict(hidden=[256, 128], activation="sigmoid", loss="mse", bias=True, batch_size=64, epochs=10,
-             lr=3.0, momentum=0.9, schedule="onecycle", weight_decay=0.0)),
+        dict(hidden=[256, 128], activation="sigmoid", loss="mse", bias=True, batch_size=128, epochs=14,
+             lr=12.0, momentum=0.9, schedule="onecycle", weight_decay=5e-6)),
     "seed004": Preset(
         "seed 004's network: one hidden layer, no biases, J = L + λ/2 (‖W1‖² + ‖W2‖²)",
         dict(hidden=[512], activation="relu", loss="ce", bias=False, batch_size=128, epochs=8,

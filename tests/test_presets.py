@@ -25,7 +25,7 @@ def _chosen(argv):
 EXPECTED = {
     "default": dict(hidden=[256, 128], activation="relu", loss="ce", bias=True, batch_size=128, epochs=5, lr=0.1,
                     weight_decay=5e-4),
-    "seed001": dict(activation="sigmoid", loss="mse", bias=True, weight_decay=0.0),
+    "seed001": dict(activation="sigmoid", loss="mse", bias=True, lr=12.0, weight_decay=5e-6),
     "seed004": dict(hidden=[512], activation="relu", loss="ce", bias=False, weight_decay=5e-4),
 }
 
@@ -165,9 +165,11 @@ def test_the_checkpoint_config_records_the_preset_and_the_values_used(mnist_dir,
     assert config["weight_decay"] == 5e-4 and config["activation"] == "relu"
 
 
-@pytest.mark.parametrize("preset", ["seed001", "seed004"])
-def test_a_short_preset_run_learns(mnist_dir, preset):
-    # NOTE: the presets' own sizes and rates on a tenth of MNIST for 2 epochs; chance is 10%
-    out = train.main(["--preset", preset, "--epochs", "2", "--limit-train", "6000", "--data-dir", mnist_dir,
+# NOTE: squared error on sigmoid outputs first sits on a plateau where every output is near 0
+# (about 100 steps at this rate, longer with an output unit that saturates), so seed001 gets
+# ~600 steps here; seeds 0-3 all gave 95.7-95.9%. Chance is 10%.
+@pytest.mark.parametrize("preset, epochs, images", [("seed001", "4", "20000"), ("seed004", "2", "6000")])
+def test_a_short_preset_run_learns(mnist_dir, preset, epochs, images):
+    out = train.main(["--preset", preset, "--epochs", epochs, "--limit-train", images, "--data-dir", mnist_dir,
                       "--no-download", "--no-log", "--quiet"])
     assert out["test_acc"] > 90.0
