@@ -182,7 +182,7 @@ def _scratch_copy() -> Path:
 
 def _pytest(cwd: Path, args: list[str], timeout: float) -> tuple[bool, str]:
     """(passed, the first failing test or the reason) for one pytest run."""
-    cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "--no-header", "-rN", *args]
+    cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "--no-header", "-rfE", *args]
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
     try:
         proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
