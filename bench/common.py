@@ -11,14 +11,30 @@ import sys
 from pathlib import Path
 
 import torch
-from torch.utils import benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # so that `python bench/x.py` finds train.py and models/
 
+from train import HelpFormatter, TrainError, _pick_device  # noqa: E402
+
+
+class _Parser(argparse.ArgumentParser):
+    """Errors, and a --device this machine lacks, are one line and exit status 2 (no usage dump)."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message}\n")
+
+    def parse_args(self, *args, **kwargs):
+        parsed = super().parse_args(*args, **kwargs)
+        try:
+            _pick_device(parsed.device)
+        except TrainError as exc:
+            self.error(str(exc))
+        return parsed
+
 
 def parser(description: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = _Parser(description=description, formatter_class=HelpFormatter)
     p.add_argument("--smoke", action="store_true", help="smallest settings, to check the script runs")
     p.add_argument("--out", default=None, help="JSON output (default: bench/results/<name>.json)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
@@ -53,6 +69,9 @@ def alternate(fns: dict, rounds: int) -> dict[str, list[float]]:
 
 def interleaved(fns: dict, rounds: int, min_run_time: float) -> dict[str, list[float]]:
     """Median seconds per call of each fn (torch.utils.benchmark), measured in alternation."""
+    # NOTE: imported here: on a machine with CUDA_HOME but no GPU it logs a warning at import,
+    # which would otherwise precede a one-line --device error
+    from torch.utils import benchmark
 
     def timed(fn):
         return lambda: benchmark.Timer(stmt="fn()", globals={"fn": fn}).blocked_autorange(min_run_time=min_run_time).median

@@ -1,11 +1,16 @@
 """TensorBoard logging overhead at the default settings: python bench/tb_logging.py
 
-Two measurements of the default MLP's logging (statistics every 50 steps, histograms each epoch):
+The default run (5 epochs; statistics at every one of the first 100 steps, then every 50 and at
+each epoch's end; 10 histogram snapshots; a gradient-flow picture at step 1 and every epoch),
+measured two ways:
 
-* accounted: one logged epoch with every Monitor method and forward hook timed, reported as the
-  time spent in them over the epoch's training time. Both come from the same run, so the slow
-  drift of a shared machine cancels out; the writer's background thread is not counted.
-* A/B: whole epochs with logging on and off, alternating (--rounds pairs), as the median of the
+* accounted: one logged run with every Monitor method and forward hook timed, reported as the
+  time spent in them over the same run's training time, so the slow drift of a shared machine
+  cancels out; the writer's background thread is not counted. Histograms and pictures are also
+  shown on their own (they are part of the per-step share). Per-run work outside the training
+  time (creating the writer and importing matplotlib, the step-0 evaluation, the layout, hparams)
+  is reported in seconds.
+* A/B: whole runs with logging on and off, alternating (--rounds pairs), as the median of the
   per-round on/off ratios. This counts everything but is as noisy as the machine.
 """
 
@@ -21,15 +26,16 @@ from common import alternate, parser, ratio, ratio_spread, table, write
 import train
 from handgrad.monitor import Monitor
 
-#: Monitor methods by when train.py calls them.
+#: Monitor methods by when train.py calls them; INNER ones run inside a per-step method.
 PER_STEP = ("before_forward", "before_update", "after_update")
-PER_EPOCH = ("scalars", "histograms")
-PER_RUN = ("config", "hparams", "close")
+PER_EPOCH = ("scalars",)
+PER_RUN = ("__init__", "start", "config", "graph", "hparams", "close")
+INNER = {"histograms": "histograms", "gradient_flow": "pictures"}
 
 
 def accounted(base: list[str], logdir: str) -> dict[str, float]:
     """Seconds spent inside the logger, by kind, and the training seconds, for one logged run."""
-    spent = {"per_step": 0.0, "per_epoch": 0.0, "per_run": 0.0}
+    spent = {"per_step": 0.0, "per_epoch": 0.0, "per_run": 0.0, "histograms": 0.0, "pictures": 0.0}
 
     def timed(fn, kind):
         def wrapper(*args, **kwargs):
@@ -50,6 +56,8 @@ def accounted(base: list[str], logdir: str) -> dict[str, float]:
         for kind, names in (("per_step", PER_STEP), ("per_epoch", PER_EPOCH), ("per_run", PER_RUN)):
             for name in names:
                 stack.enter_context(mock.patch.object(Monitor, name, timed(getattr(Monitor, name), kind)))
+        for name, kind in INNER.items():
+            stack.enter_context(mock.patch.object(Monitor, name, timed(getattr(Monitor, name), kind)))
         stack.enter_context(mock.patch.object(Monitor, "_activation_hook", timed_hook_factory))
         out = train.main(base + ["--logdir", logdir])
     return {**spent, "train_seconds": out["train_seconds"]}
@@ -59,9 +67,11 @@ def main():
     p = parser(__doc__)
     p.add_argument("--data-dir", default=None)
     p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--epochs", type=int, default=5, help="epochs per run (5: the default run)")
     args = p.parse_args()
     rounds = 1 if args.smoke else args.rounds
-    base = ["--epochs", "1", "--quiet", "--device", args.device, "--seed", "0"]
+    args.epochs = 1 if args.smoke else args.epochs
+    base = ["--epochs", str(args.epochs), "--quiet", "--device", args.device, "--seed", "0"]
     if args.data_dir:
         base += ["--data-dir", args.data_dir]
     if args.smoke:
@@ -77,20 +87,26 @@ def main():
             return train.main(base + ["--no-log"])["train_seconds"]
 
         times = alternate({"on": logged, "off": unlogged}, rounds)
-    share = {k: statistics.median(c[k] / c["train_seconds"] for c in costs) for k in ("per_step", "per_epoch")}
+    share = {k: statistics.median(c[k] / c["train_seconds"] for c in costs)
+             for k in ("per_step", "per_epoch", "histograms", "pictures")}
     overhead = ratio(times, "on", "off") - 1
     q1, q3 = ratio_spread(times, "on", "off")
     rows = [
-        ["accounted: per-step logging / epoch training time", f"{100 * share['per_step']:.2f}%", ""],
-        ["accounted: per-epoch scalars + histograms / epoch training time", f"{100 * share['per_epoch']:.2f}%", ""],
-        ["accounted: total", f"{100 * (share['per_step'] + share['per_epoch']):.2f}%", ""],
+        ["accounted: in-loop logging / training time", f"{100 * share['per_step']:.2f}%", ""],
+        ["  of which histograms", f"{100 * share['histograms']:.2f}%", ""],
+        ["  of which gradient-flow pictures", f"{100 * share['pictures']:.2f}%", ""],
+        ["accounted: per-epoch scalars / training time", f"{100 * share['per_epoch']:.2f}%", ""],
+        ["accounted: total / training time", f"{100 * (share['per_step'] + share['per_epoch']):.2f}%", ""],
+        ["per run, outside training time: writer, layout, step-0 evaluation, hparams (s)",
+         f"{statistics.median(c['per_run'] for c in costs):.3f}", f"first run {costs[0]['per_run']:.3f} s"],
+        ["training seconds of the accounted runs (median)", f"{statistics.median(c['train_seconds'] for c in costs):.2f}", ""],
         ["A/B: training seconds, logging off", f"{statistics.median(times['off']):.3f}", ""],
         ["A/B: training seconds, logging on", f"{statistics.median(times['on']):.3f}", ""],
         ["A/B: median of per-round on/off - 1", f"{100 * overhead:+.1f}%", f"{100 * (q1 - 1):+.1f}% to {100 * (q3 - 1):+.1f}%"],
     ]
     write("tb_logging", args, {"accounted": costs, "share": share, "seconds": times, "overhead": overhead,
                                "overhead_quartiles": [q1 - 1, q3 - 1]},
-          table(["measurement (1 epoch, defaults)", "value", "middle half of rounds"], rows))
+          table([f"measurement ({args.epochs}-epoch runs, defaults)", "value", "middle half of rounds"], rows))
 
 
 if __name__ == "__main__":

@@ -4,9 +4,10 @@
 >>> x = torch.randn(4, 3, requires_grad=True)
 >>> w = torch.randn(2, 3, requires_grad=True)
 >>> hg.relu(hg.affine(x, w)).sum().backward()
+>>> layer = hg.nn.Affine(3, 2)                      # modules: nn.Linear's arguments, ops="hand"
 """
 
-from . import functions
+from . import functions, nn
 from .functional import (
     OP_NAMES,
     add,
@@ -34,6 +35,7 @@ __all__ = [
     "maximum",
     "mse_loss",
     "mul",
+    "nn",
     "relu",
     "sigmoid",
 ]

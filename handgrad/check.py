@@ -1,64 +1,65 @@
-"""The gradient-check matrix: one table of cases, every check run over every row.
+"""The gradient-check matrix: handgrad's own table of cases, checked by the public engine.
 
-``python -m handgrad.check [--device cpu|cuda] [--op NAME ...]`` prints the matrix (op by check,
+``python -m handgrad.check [--device cpu|cuda] [--op NAME ...]`` prints the matrix (op by column,
 pass/fail and the largest error found) and exits 1 if anything fails. An op that raises is an
 ERROR cell with the exception's first line under the table, never a crash of the report; a
-device torch cannot use here is one sentence and exit 2. The test suite imports the
-same table and the same check functions, so a new op is one row here and is then checked
-everywhere.
+device torch cannot use here is one sentence and exit 2. ``python -m handgrad.check --function
+file.py:Name --reference torch.nn.functional.gelu --shape 4,3 [--elementwise]`` runs the same
+engine on a Function of your own (:func:`handgrad.testing.cli_function`).
 
-The checks call the ops through an ops namespace (the lowercase API), so in eager code they check
-the fast twin that training runs; under ``vmap`` the API runs the op itself, which the ``batched``
-check covers. ``shapes`` calls the op's ``backward`` directly (the twins share it).
+This module holds the cases (ops × inputs, each with the columns that do not apply to it and why,
+and its own tolerance where the dtype's is not the one to use); every check is
+:func:`handgrad.testing.check_function`'s, the one users get. Each row is run through the
+lowercase API, so in eager code the checks see the fast twin that training runs and under
+``vmap`` the op itself. A column gathers engine cells on one row made from the case:
 
-Checks (all in float64 unless the name says otherwise):
-
-* ``grad``      torch.autograd.gradcheck; error = max |J_backward - J_numerical|
-* ``gradgrad``  torch.autograd.gradgradcheck (backward is itself differentiable)
-* ``fwd_ad``    gradcheck(check_forward_ad=True); error = max |jvp - J v|
-* ``batched``   gradcheck(check_batched_grad=True) and torch.func.vmap over the op
-* ``undef``     gradcheck(check_undefined_grad=True)
-* ``shapes``    calls backward directly and checks each gradient's shape, dtype and device
-                (autograd silently sums a wrong-shaped gradient, so gradcheck alone misses it)
-* ``shapes_ac`` the same in float32 under torch.autocast (bfloat16 on CPU, float16 on CUDA): each
-                gradient is cast back to its own input's dtype
-* ``native64``  values, gradients and jvps equal get_ops("native") in float64 (tight), NaN in the
-                same places
-* ``native32``  the same in float32
+* ``grad`` ... ``undef``  the engine's numerical checks on the float64 row, with finite differences as
+                          the truth (no reference): gradcheck, gradgradcheck, forward AD, batched
+                          gradients and vmap, undefined incoming gradients
+* ``shapes``              the float64 row's backward called directly: each gradient's shape, dtype and device
+* ``needs_grad``          with one input needing a gradient at a time, None for the others
+* ``shapes_ac``           ``shapes`` on the float32 row under torch.autocast (bfloat16 on CPU, float16 on CUDA)
+* ``saved``               bytes kept for backward at most the native op's
+* ``native64``            values, gradients and jvps equal get_ops("native") in float64 (tight), NaN in the
+                          same places; the engine's values, grad and fwd_ad compared with the reference
+* ``native32``            the same in float32
 
 Rows of NaN, ±inf and huge finite inputs ("extremal") are compared with the native op only: a row
-lists the checks that do not apply to it and why (``Case.skip``), and the report shows those cells
+lists the columns that do not apply to it and why (``Case.skip``), and the report shows those cells
 as skipped and counts them apart from the passes.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import inspect
 import sys
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import torch
-from torch.autograd import gradcheck, gradgradcheck
-from torch.autograd.gradcheck import GradcheckError
 
 from . import functions as fn
 from .functional import get_ops
+from .testing import TOLERANCES, Result, _device, _first_line, _table, _Usage, check_function, cli_function
 
-__all__ = [
-    "Case",
-    "CASES",
-    "CHECKS",
-    "CheckResult",
-    "run_check",
-    "check_gradients",
-    "check_backward_shapes",
-    "check_parity",
-    "main",
-]
+__all__ = ["Case", "CASES", "CHECKS", "COLUMNS", "run_case", "run_check", "main"]
+
+#: column -> (the row's float dtype, compared with get_ops("native")?, the engine's checks it gathers)
+COLUMNS: dict[str, tuple[torch.dtype, bool, tuple[str, ...]]] = {
+    "grad": (torch.float64, False, ("grad",)),
+    "gradgrad": (torch.float64, False, ("gradgrad",)),
+    "fwd_ad": (torch.float64, False, ("fwd_ad",)),
+    "batched": (torch.float64, False, ("batched",)),
+    "undef": (torch.float64, False, ("undef",)),
+    "shapes": (torch.float64, True, ("shapes",)),
+    "needs_grad": (torch.float64, True, ("needs_grad",)),
+    "shapes_ac": (torch.float32, True, ("shapes_ac",)),
+    "saved": (torch.float64, True, ("saved",)),
+    "native64": (torch.float64, True, ("values", "grad", "fwd_ad")),
+    "native32": (torch.float32, True, ("values", "grad", "fwd_ad")),
+}
+CHECKS = tuple(COLUMNS)
 
 # ---------------------------------------------------------------------------------------------
 # the table
@@ -83,16 +84,14 @@ class Case:
     """One row: an op, a label, and how to build its inputs and call it.
 
     ``make(dtype, device, gen)`` returns the inputs (tensors to differentiate, numbers, integer
-    targets). ``call(ops, *inputs)`` calls the op from an ops namespace; ``apply_args(*inputs)``
-    gives the arguments of the ``autograd.Function`` itself (for the direct backward check).
+    targets). ``call(ops, *inputs)`` calls the op from an ops namespace (default: the op's name).
     """
 
     op: str
     label: str
     make: Callable[[torch.dtype, str, torch.Generator], tuple]
     call: Callable | None = None
-    apply_args: Callable | None = None
-    skip: tuple[tuple[str, str], ...] = ()  # (check, why) for each check that does not apply to this row
+    skip: tuple[tuple[str, str], ...] = ()  # (column, why) for each column that does not apply to this row
     extreme_upstream: bool = False  # parity feeds backward an upstream gradient with inf and NaN in it
     tolerance: tuple[float, float] | None = None  # (rtol, atol) for the native comparison, if not the dtype's
 
@@ -106,10 +105,8 @@ class Case:
         return getattr(ops, self.op)(*inputs)
 
     def function(self) -> type[torch.autograd.Function]:
+        """The op's Function, whose declarations (jvp, vmap rule) decide which checks run."""
         return _FUNCTION_OF[self.op]
-
-    def function_args(self, *inputs) -> tuple:
-        return self.apply_args(*inputs) if self.apply_args else inputs
 
     def skip_reason(self, check: str) -> str | None:
         """Why ``check`` does not apply to this row, or None when it does."""
@@ -255,10 +252,6 @@ def _l2_call(ops, *ws):
     return ops.l2_penalty(list(ws), _L2_LAM)
 
 
-def _l2_apply(*ws):
-    return (_L2_LAM, *ws)
-
-
 _BINARY_SHAPES = [
     ("0-d", (), ()),
     ("empty", (0,), (0,)),
@@ -318,10 +311,10 @@ def _build_cases() -> list[Case]:
         Case("affine", "all sizes 0", _affine((0, 0), 0)),
         Case("affine", "transposed x", _affine((4, 3), 2, view="t")),
         Case("affine", "strided x", _affine((3, 8), 2, view="strided")),
-        Case("l2_penalty", "one matrix", _l2((3, 4)), _l2_call, _l2_apply),
-        Case("l2_penalty", "three tensors", _l2((3, 4), (5,), ()), _l2_call, _l2_apply),
-        Case("l2_penalty", "empty + 3-d", _l2((0, 2), (2, 2, 3)), _l2_call, _l2_apply),
-        Case("l2_penalty", "one empty", _l2((0,)), _l2_call, _l2_apply),
+        Case("l2_penalty", "one matrix", _l2((3, 4)), _l2_call),
+        Case("l2_penalty", "three tensors", _l2((3, 4), (5,), ()), _l2_call),
+        Case("l2_penalty", "empty + 3-d", _l2((0, 2), (2, 2, 3)), _l2_call),
+        Case("l2_penalty", "one empty", _l2((0,)), _l2_call),
         Case("cross_entropy", "batch", _ce(5, 4)),
         Case("cross_entropy", "one sample", _ce(1, 3)),
         Case("cross_entropy", "unbatched (C,)", _ce(None, 4)),
@@ -377,9 +370,9 @@ def _extremal_cases() -> list[Case]:
             [_NAN, 1.0, 2.0, -1.0, _INF, 0.0, 1.0, 1.0, "huge", "huge", 1.0, 2.0],
             [1.0, -1.0, 0.5, 2.0, 0.0, 1.0, _INF, 1.0], [1.0, -_INF], shapes=[(3, 4), (2, 4), None])),
         _extremal("l2_penalty", "NaN/inf", _fixed_inputs([_NAN, 1.0], [_INF, -2.0], ["huge", 0.0]),
-                  call=_l2_call, apply_args=_l2_apply),
+                  call=_l2_call),
         _extremal("l2_penalty", "inf, no NaN", _fixed_inputs([_INF, 1.0], ["huge", -0.5]),
-                  call=_l2_call, apply_args=_l2_apply),
+                  call=_l2_call),
         _extremal("cross_entropy", "NaN/inf", lambda d, dev, g: (
             _fixed([_INF, 0, 0, -_INF, 0, 1, _NAN, 0, 0, "huge", "-huge", 0, -_INF, -_INF, -_INF], d, dev, (5, 3)),
             torch.tensor([0, 0, 1, 1, 2], device=dev))),
@@ -400,43 +393,22 @@ def _mixed_dtype_cases() -> list[Case]:
         cases.append(_mixed(op, "mixed dtypes x float16", _mixed_inputs((3, 4), (3, 4), second=torch.float16)))
     cases += [
         _mixed("mse_loss", "mixed dtypes", _mixed_inputs((3, 4), (3, 4))),
-        _mixed("l2_penalty", "mixed dtypes", _mixed_inputs((3, 4), (5,)), call=_l2_call, apply_args=_l2_apply),
+        _mixed("l2_penalty", "mixed dtypes", _mixed_inputs((3, 4), (5,)), call=_l2_call),
         # NOTE: F.linear refuses mixed dtypes (so does affine), except under autocast, which casts
         # float16/bfloat16/float32 to one dtype: this row runs only in the autocast shape check.
         Case("affine", "x bfloat16, weight float32", _mixed_inputs((4, 3), (2, 3), (2,), second=torch.bfloat16),
              skip=tuple((k, "torch refuses mixed dtypes outside autocast; checked under autocast only")
-                        for k in (*NUMERICAL, "shapes", *_PARITY))),
+                        for k in COLUMNS if k != "shapes_ac")),
     ]
     return cases
 
 
 CASES: list[Case] = _build_cases()
+_NATIVE = get_ops("native")
 
 # ---------------------------------------------------------------------------------------------
-# checks
+# the checks: the engine's, one call per (dtype, reference) a case needs
 # ---------------------------------------------------------------------------------------------
-
-
-@dataclass
-class CheckResult:
-    ok: bool  # nothing wrong was found (also true for a skipped check: see ``skipped``)
-    error: float | None = None  # the largest error found, where the check measures one
-    message: str = ""  # what went wrong, or why the check was skipped
-    skipped: bool = False  # the check does not apply to this row and did not run
-    crashed: bool = False  # the op (or the check) raised instead of giving an answer
-
-    @property
-    def status(self) -> str:
-        return "skip" if self.skipped else "ok" if self.ok else "ERROR" if self.crashed else "FAIL"
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0] if lines else ''}".rstrip(": ")
-
-
-def _crashed(exc: BaseException) -> CheckResult:
-    return CheckResult(False, None, _first_line(exc), crashed=True)
 
 
 def _inputs(case: Case, dtype=torch.float64, device="cpu", seed=0) -> tuple:
@@ -444,284 +416,61 @@ def _inputs(case: Case, dtype=torch.float64, device="cpu", seed=0) -> tuple:
     return case.make(dtype, device, gen)
 
 
-def _diff_positions(inputs) -> list[int]:
-    return [i for i, x in enumerate(inputs) if isinstance(x, torch.Tensor) and x.requires_grad]
-
-
-def _as_function(case: Case, ops, inputs):
-    """A function of the differentiable inputs only, as gradcheck wants."""
-    pos = _diff_positions(inputs)
-
-    def f(*diff):
-        full = list(inputs)
-        for i, x in zip(pos, diff):
-            full[i] = x
-        return case.run(ops, *full)
-
-    return f, tuple(inputs[i] for i in pos)
-
-
-def _no_jacobian(f, diff) -> bool:
-    """True when the Jacobian has no entries (no output elements or no input elements): no error to measure."""
-    return f(*diff).numel() == 0 or sum(x.numel() for x in diff) == 0
-
-
-def _jacobians(f, diff):
-    out = f(*diff)
-    if out.numel() == 0:  # NOTE: torch's jacobian cannot stack zero rows; the Jacobian is empty
-        return tuple(out.new_zeros(out.shape + x.shape) for x in diff)
-    return torch.autograd.functional.jacobian(f, diff, vectorize=False)
-
-
-def _numerical_jacobians(f, diff, eps=1e-6):
-    out = f(*diff).detach()
-    jacs = []
-    for x in diff:
-        jac = torch.zeros(out.shape + x.shape, dtype=out.dtype, device=out.device)
-        flat = jac.reshape(out.numel(), x.numel())
-        for k in range(x.numel()):
-            with torch.no_grad():
-                base = x.detach().contiguous()
-                plus, minus = base.clone(), base.clone()
-                plus.view(-1)[k] += eps
-                minus.view(-1)[k] -= eps
-                others = [d.detach() for d in diff]
-                idx = next(i for i, d in enumerate(diff) if d is x)
-                others[idx] = plus
-                hi = f(*others)
-                others[idx] = minus
-                lo = f(*others)
-            flat[:, k] = ((hi - lo) / (2 * eps)).reshape(-1)
-        jacs.append(jac)
-    return jacs
-
-
-def _max_abs(pairs) -> float:
-    """Largest |a - b| over the pairs, counting equal infinities and NaN facing NaN as equal, NaN facing a number as inf."""
-    err = 0.0
-    for a, b in pairs:
-        differ = (a != b) & ~(a.isnan() & b.isnan())
-        if differ.any():
-            gap = (a - b)[differ].abs().nan_to_num(nan=float("inf"), posinf=float("inf"))
-            err = max(err, gap.max().item())
-    return err
-
-
-def check_gradients(case: Case, ops=None, check: str = "grad", *, device="cpu", inputs=None) -> CheckResult:
-    """The shared gradcheck helper: run one of torch's gradient checks on a case, in float64."""
-    ops = ops if ops is not None else get_ops("hand")
-    inputs = inputs if inputs is not None else _inputs(case, torch.float64, device)
-    f, diff = _as_function(case, ops, inputs)
+def _engine_results(case, dtype, native, checks, device, hand, inputs) -> list[Result]:
+    """The engine's results for ``checks`` on the row made from ``case`` in ``dtype`` (or ``inputs``)."""
     try:
-        if check == "grad":
-            gradcheck(f, diff, eps=1e-6, atol=1e-5, rtol=1e-3)
-            if _no_jacobian(f, diff):
-                return CheckResult(True)
-            analytic = _jacobians(f, diff)
-            numeric = _numerical_jacobians(f, diff)
-            return CheckResult(True, _max_abs(zip(analytic, numeric)))
-        if check == "gradgrad":
-            gradgradcheck(f, diff)
-            return CheckResult(True)
-        if check == "fwd_ad":
-            gradcheck(f, diff, check_forward_ad=True, check_backward_ad=False, check_undefined_grad=False,
-                      check_batched_grad=False)
-            if _no_jacobian(f, diff):
-                return CheckResult(True)
-            gen = torch.Generator().manual_seed(3)  # seeded: the report shows the same error every run
-            tangents = tuple(torch.randn(x.shape, generator=gen, dtype=torch.float64).to(x) for x in diff)
-            with torch.no_grad():
-                _, jvp = torch.func.jvp(f, tuple(x.detach() for x in diff), tangents)
-            vjp_side = sum(
-                (j.reshape(jvp.numel(), t.numel()) @ t.reshape(-1)).reshape(jvp.shape)
-                for j, t in zip(_jacobians(f, diff), tangents)
-            )
-            return CheckResult(True, _max_abs([(jvp, vjp_side)]))
-        if check == "batched":
-            gradcheck(f, diff, check_batched_grad=True)
-            return _check_vmap(f, diff)
-        if check == "undef":
-            gradcheck(f, diff, check_undefined_grad=True)
-            return CheckResult(True)
-    except GradcheckError as exc:  # the check ran and found wrong gradients
-        return CheckResult(False, None, _first_line(exc))
-    except Exception as exc:  # noqa: BLE001 - the op raised: an ERROR result, never a crash of the report
-        return _crashed(exc)
-    raise ValueError(f"check_gradients: unknown check {check!r}")
+        inputs = inputs if inputs is not None else _inputs(case, dtype, device)
+    except Exception as exc:  # noqa: BLE001 - a case that cannot be made is an ERROR cell, and the report goes on
+        return [Result(case.name, k, "ERROR", message=_first_line(exc)) for k in checks]
+    tolerances = None if case.tolerance is None else dict.fromkeys(TOLERANCES, case.tolerance)
+    report = check_function(
+        lambda *a: case.run(hand, *a), {case.name: inputs}, (lambda *a: case.run(_NATIVE, *a)) if native else None,
+        # NOTE: no reference for the numerical columns, so that grad is gradcheck alone; against the
+        # native op, numerical=False makes every comparison one with the native op.
+        function=case.function(), as_given=True, numerical=not native, checks=checks, tolerances=tolerances,
+        extreme_upstream=case.extreme_upstream, device=device, dtypes=(), variants=(),
+    )
+    return report.results
 
 
-def _check_vmap(f, diff) -> CheckResult:
-    """vmap the op over a batch of 3 stacked inputs and compare with a loop."""
-    batched = tuple(torch.stack([x.detach() * (1 + 0.1 * k) for k in range(3)]) for x in diff)
-    out = torch.func.vmap(f)(*batched)
-    loop = torch.stack([f(*(b[k] for b in batched)) for k in range(3)])
-    err = _max_abs([(out, loop)])
-    ok = out.shape == loop.shape and err <= 1e-12
-    return CheckResult(ok, err, "" if ok else "vmap result differs from a loop")
+def _gather(name: str, column: str, results: list[Result], engine_checks: tuple[str, ...]) -> Result:
+    """One column's cell from the engine's cells: the worst status, the largest error, each failure said."""
+    results = [r for r in results if r.check in engine_checks] or [r for r in results if not r.ok][:1]
+    ran = [r for r in results if r.status != "skip"]
+    if not ran:
+        reason = results[0].message if results else "the engine ran none of " + ", ".join(engine_checks)
+        return Result(name, column, "skip" if results else "ERROR", message=reason)
+    status = next((s for s in ("ERROR", "FAIL") if any(r.status == s for r in ran)), "ok")
+    errors = [r.error for r in ran if r.error is not None]
+    single = len(engine_checks) == 1
+    message = "; ".join(r.message if single else f"{r.check}: {r.message}" for r in ran if not r.ok)
+    return Result(name, column, status, max(errors) if errors else None, message)
 
 
-class _DirectCtx:
-    """A stand-in for autograd's ctx, so that backward can be called and its outputs inspected."""
+def run_case(case: Case, device="cpu", columns: Sequence[str] = CHECKS, *, hand=None, inputs=None) -> dict[str, Result]:
+    """Every column of :data:`COLUMNS` (or ``columns``) on one case: a skip with its reason where the case opts out.
 
-    def __init__(self, needs_input_grad):
-        self.needs_input_grad = tuple(needs_input_grad)
-        self.saved_tensors = ()
-
-    def save_for_backward(self, *tensors):
-        self.saved_tensors = tensors
-
-    def save_for_forward(self, *tensors):
-        self.saved_for_forward = tensors
-
-    def mark_non_differentiable(self, *args):
-        pass
-
-    def set_materialize_grads(self, value):
-        pass
-
-
-def check_backward_shapes(case: Case, *, device="cpu", dtype=torch.float64, inputs=None,
-                          function=None, autocast: bool = False) -> CheckResult:
-    """Call the Function's backward directly; every gradient must match its input exactly.
-
-    Checks, for each input that needs a gradient, shape, dtype and device; for each that does
-    not (a number, an integer target, a tensor with requires_grad=False), that it gets None.
-    Runs twice: once with every gradient requested, once with only the first differentiable
-    input (the needs_input_grad path). With ``autocast``, forward, setup_context and backward run
-    under torch.autocast (bfloat16 on CPU, float16 on CUDA), so the cast back to each input's dtype
-    is checked too.
-    """
-    inputs = inputs if inputs is not None else _inputs(case, dtype, device)
-    function = function if function is not None else case.function()
-    bound = inspect.signature(function.forward).bind(*case.function_args(*inputs))
-    bound.apply_defaults()  # as Function.apply does: setup_context sees every argument
-    device_type = torch.device(device).type
-    context = torch.autocast(device_type) if autocast else contextlib.nullcontext()  # torch's default dtype there
-    with context:
-        problems = _backward_problems(function, bound.args)
-    return CheckResult(not problems, None, "; ".join(dict.fromkeys(problems)))
-
-
-def _backward_problems(function, args) -> list[str]:
-    with torch.no_grad():
-        output = function.forward(*args)
-    grad_out = torch.randn(output.shape, dtype=output.dtype, device=output.device)
-    wanted_all = [isinstance(a, torch.Tensor) and a.requires_grad for a in args]
-    first = next((i for i, w in enumerate(wanted_all) if w), None)
-    problems = []
-    for wanted in (wanted_all, [i == first for i in range(len(args))]):
-        ctx = _DirectCtx(wanted)
-        function.setup_context(ctx, args, output)
-        grads = function.backward(ctx, grad_out)
-        grads = grads if isinstance(grads, tuple) else (grads,)
-        if len(grads) != len(args):
-            problems.append(f"backward returned {len(grads)} gradients for {len(args)} inputs")
-            continue
-        for i, (a, g, w) in enumerate(zip(args, grads, wanted)):
-            if not w:
-                if g is not None:
-                    problems.append(f"input {i} needs no gradient but got one")
-                continue
-            if g is None:
-                problems.append(f"input {i} needs a gradient but got None")
-            elif g.shape != a.shape:
-                problems.append(f"input {i}: gradient shape {tuple(g.shape)} != input shape {tuple(a.shape)}")
-            elif g.dtype != a.dtype:
-                problems.append(f"input {i}: gradient dtype {g.dtype} != input dtype {a.dtype}")
-            elif g.device != a.device:
-                problems.append(f"input {i}: gradient on {g.device}, input on {a.device}")
-    return problems
-
-
-_PARITY_TOL = {torch.float64: (1e-12, 1e-10), torch.float32: (1e-5, 1e-5), torch.float16: (1e-3, 1e-3),
-               torch.bfloat16: (1e-2, 1e-2)}
-
-
-def _coarsest(inputs) -> torch.dtype:
-    """The least precise float dtype among the inputs: the results are compared at its tolerance."""
-    dtypes = [x.dtype for x in inputs if isinstance(x, torch.Tensor) and x.is_floating_point()]
-    return max(dtypes, key=lambda d: torch.finfo(d).eps)
-
-
-def _upstream(out: torch.Tensor, extreme: bool) -> torch.Tensor:
-    """The gradient fed into backward: seeded normal values, or with inf and NaN among them."""
-    gen = torch.Generator().manual_seed(1)
-    grad = torch.randn(out.shape, generator=gen, dtype=torch.float64)
-    if extreme:
-        flat = grad.view(-1)
-        if flat.numel() <= 1:
-            flat.fill_(float("inf"))
-        flat[1::4] = float("inf")
-        flat[3::4] = float("nan")
-    return grad.to(out)
-
-
-def _parity_results(case: Case, ops, inputs, extreme: bool) -> list[torch.Tensor]:
-    """Value, gradients (reverse mode) and jvp (forward mode, seeded tangents) of one case under ``ops``."""
-    fresh = tuple(x.detach().clone().requires_grad_(x.requires_grad) if isinstance(x, torch.Tensor)
-                  else x for x in inputs)
-    out = case.run(ops, *fresh)
-    diff = [x for x in fresh if isinstance(x, torch.Tensor) and x.requires_grad]
-    grads = torch.autograd.grad(out, diff, _upstream(out, extreme), allow_unused=False) if diff else ()
-    f, primals = _as_function(case, ops, inputs)
-    gen = torch.Generator().manual_seed(2)
-    tangents = tuple(torch.randn(x.shape, generator=gen, dtype=torch.float64).to(x) for x in primals)
-    with torch.no_grad():
-        _, jvp = torch.func.jvp(f, tuple(x.detach() for x in primals), tangents)
-    if ops.kind == "native":
-        # NOTE: torch.func.jvp of float32 `t * 0.15` returns a float64 tangent (torch 2.14; the
-        # native l2_penalty hits it), so the native jvp is taken in the output's dtype; handgrad's
-        # own must have that dtype already.
-        jvp = jvp.to(out.dtype)
-    return [out.detach(), *grads, jvp]
-
-
-def check_parity(case: Case, dtype=torch.float64, *, device="cpu", hand=None, native=None,
-                 inputs=None) -> CheckResult:
-    """The shared parity helper: values, gradients and jvps of hand ops equal native ops.
-
-    Tolerances: float64 rtol 1e-12 / atol 1e-10, float32 rtol 1e-5 / atol 1e-5, those of the
-    least precise input where dtypes are mixed; NaN must sit in the same places and infinities
-    must be equal; every result must have the native one's dtype. Rows marked ``extreme_upstream`` feed backward
-    an upstream gradient with inf and NaN in it (where torch's backward selects, a 0 stays 0).
+    ``hand``: the ops namespace to check (default ``get_ops("hand")``); ``inputs``: the row's
+    inputs instead of ``case.make`` (then every column runs on them, whatever its dtype).
     """
     hand = hand if hand is not None else get_ops("hand")
-    native = native if native is not None else get_ops("native")
-    inputs = inputs if inputs is not None else _inputs(case, dtype, device)
-    rtol, atol = case.tolerance or _PARITY_TOL[_coarsest(inputs)]
-    extreme = case.extreme_upstream
-    pairs = list(zip(_parity_results(case, hand, inputs, extreme), _parity_results(case, native, inputs, extreme)))
-    problems = [f"dtype {a.dtype} vs {b.dtype}" for a, b in pairs if a.dtype != b.dtype]
-    problems += [f"shape {tuple(a.shape)} vs {tuple(b.shape)}" for a, b in pairs if a.shape != b.shape]
-    if problems:
-        return CheckResult(False, None, "; ".join(problems))
-    err = _max_abs((a.double(), b.double()) for a, b in pairs)
-    ok = all(torch.allclose(a, b, rtol=rtol, atol=atol, equal_nan=True) for a, b in pairs)
-    return CheckResult(ok, err, "" if ok else f"differs from native by up to {err:.3g}")
+    reasons = {c: case.skip_reason(c) for c in columns}
+    cells = {c: Result(case.name, c, "skip", message=why) for c, why in reasons.items() if why}
+    groups: dict[tuple, list[str]] = {}
+    for c in columns:
+        if c not in cells:
+            groups.setdefault(COLUMNS[c][:2], []).append(c)
+    for (dtype, native), group in groups.items():
+        checks = {k for c in group for k in COLUMNS[c][2]}
+        results = _engine_results(case, dtype, native, checks, device, hand, inputs)
+        for c in group:
+            cells[c] = _gather(case.name, c, results, COLUMNS[c][2])
+    return {c: cells[c] for c in columns}
 
 
-CHECKS: dict[str, Callable[..., CheckResult]] = {
-    "grad": lambda c, dev: check_gradients(c, check="grad", device=dev),
-    "gradgrad": lambda c, dev: check_gradients(c, check="gradgrad", device=dev),
-    "fwd_ad": lambda c, dev: check_gradients(c, check="fwd_ad", device=dev),
-    "batched": lambda c, dev: check_gradients(c, check="batched", device=dev),
-    "undef": lambda c, dev: check_gradients(c, check="undef", device=dev),
-    "shapes": lambda c, dev: check_backward_shapes(c, device=dev),
-    "shapes_ac": lambda c, dev: check_backward_shapes(c, device=dev, dtype=torch.float32, autocast=True),
-    "native64": lambda c, dev: check_parity(c, torch.float64, device=dev),
-    "native32": lambda c, dev: check_parity(c, torch.float32, device=dev),
-}
-
-
-def run_check(case: Case, check: str, device: str = "cpu") -> CheckResult:
-    """Run one named check of :data:`CHECKS` on one case (a skipped result where the row opts out)."""
-    reason = case.skip_reason(check)
-    if reason is not None:
-        return CheckResult(True, None, reason, skipped=True)
-    try:
-        return CHECKS[check](case, device)
-    except Exception as exc:  # noqa: BLE001 - a raising op is an ERROR cell, and the report goes on
-        return _crashed(exc)
+def run_check(case: Case, check: str, device="cpu", *, hand=None, inputs=None) -> Result:
+    """One column of :data:`COLUMNS` on one case (a skipped result where the case opts out)."""
+    return run_case(case, device, [check], hand=hand, inputs=inputs)[check]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -729,9 +478,9 @@ def run_check(case: Case, check: str, device: str = "cpu") -> CheckResult:
 # ---------------------------------------------------------------------------------------------
 
 
-def _format(results: list[CheckResult]) -> str:
+def _format(results: list[Result]) -> str:
     """One cell: ok and the largest error, FAIL k/n, and how many of the column's rows were skipped."""
-    ran = [r for r in results if not r.skipped]
+    ran = [r for r in results if r.status != "skip"]
     skipped = len(results) - len(ran)
     if not ran:
         return "skip" if skipped else ""
@@ -747,70 +496,68 @@ def _format(results: list[CheckResult]) -> str:
 def _parse(argv):
     parser = argparse.ArgumentParser(
         prog="python -m handgrad.check",
-        description="Run handgrad's gradient-check matrix and print it, op by check.",
+        description="Run handgrad's gradient-check matrix and print it, op by column "
+                    "(or, with --function, the same checks on your own Function: see --function --help).",
     )
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     parser.add_argument("--op", nargs="+", metavar="NAME", help="only these ops (default: all)")
     parser.add_argument("--verbose", action="store_true", help="one line per case as well")
     args = parser.parse_args(argv)
-    names = sorted({c.op for c in CASES}, key=[c.op for c in CASES].index)
+    names = list(dict.fromkeys(c.op for c in CASES))
     if args.op:
         unknown = [n for n in args.op if n not in names]
         if unknown:
             parser.exit(2, f"error: unknown op {', '.join(unknown)}; choose from {', '.join(names)}.\n")
         names = [n for n in names if n in args.op]
     try:
-        device = torch.device(args.device)
-    except RuntimeError:
-        parser.exit(2, f"error: --device {args.device!r} is not a device; use cpu, cuda or cuda:N.\n")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        parser.exit(2, "error: --device cuda was given but CUDA is not available here; use --device cpu.\n")
-    if device.type == "meta":
-        parser.exit(2, "error: --device meta holds no values to check; use --device cpu or cuda.\n")
-    try:
-        torch.empty(1, device=device)
-    except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError, AssertionError... per backend
-        reason = str(exc).strip().split(". ")[0].splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
-        parser.exit(2, f"error: --device {args.device} cannot be used here ({reason}); use --device cpu.\n")
+        device = _device(args.device)
+    except _Usage as exc:
+        parser.exit(2, f"error: {exc}\n")
     return args, names, device
 
 
-def _print_table(header: list[str], rows: list[list[str]]) -> None:
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    line = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |"  # noqa: E731
-    print(line(header))
-    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    for r in rows:
-        print(line(r))
+def _wants_function(argv: list[str]) -> bool:
+    return any(a == "--function" or a.startswith("--function=") for a in argv)
+
+
+def _run_function(argv: list[str]) -> int:
+    """``--function ...``: the engine's command line on a user's Function (--op has no place there)."""
+    if any(a == "--op" or a.startswith("--op=") for a in argv):
+        print("error: --op checks handgrad's own ops and --function a Function of yours; give one of them.",
+              file=sys.stderr)
+        return 2
+    return cli_function(argv, prog="python -m handgrad.check")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if _wants_function(argv):
+        return _run_function(argv)
     args, names, device = _parse(argv)
-    checks = list(CHECKS)
-    rows, results = [], []  # results: (case, check, CheckResult) for every cell
+    rows, results = [], []  # results: (case, Result) for every cell
     for name in names:
         cases = [c for c in CASES if c.op == name]
-        column = {k: [] for k in checks}
+        column: dict[str, list[Result]] = {k: [] for k in CHECKS}
         for case in cases:
-            for k in checks:
-                res = run_check(case, k, str(device))
+            for k, res in run_case(case, str(device)).items():
                 column[k].append(res)
-                results.append((case, k, res))
+                results.append((case, res))
                 if args.verbose:
-                    print(f"{case.name:40s} {k:9s} {res.status} {res.error if res.error is not None else ''}")
-        rows.append([name, str(len(cases)), *(_format(column[k]) for k in checks)])
+                    print(f"{case.name:40s} {k:10s} {res.status} {res.error if res.error is not None else ''}")
+        rows.append([name, str(len(cases)), *(_format(column[k]) for k in CHECKS)])
 
-    print(f"handgrad gradient-check matrix on {device} (torch {torch.__version__}); ok = passed, number = largest "
-          "error found, FAIL = wrong result, ERROR = the op raised, +k skip = k rows where the check does not apply")
-    _print_table(["op", "cases", *checks], rows)
-    count = {s: sum(r.status == s for _, _, r in results) for s in ("ok", "FAIL", "ERROR", "skip")}
+    print(f"handgrad gradient-check matrix on {device} (torch {torch.__version__}, checks by handgrad.testing); ok = "
+          "passed, number = largest error found, FAIL = wrong result, ERROR = the op raised, +k skip = k rows where "
+          "the check does not apply")
+    print(_table(["op", "cases", *CHECKS], rows))
+    count = {s: sum(r.status == s for _, r in results) for s in ("ok", "FAIL", "ERROR", "skip")}
     print(f"{count['ok']} passed, {count['FAIL']} failed, {count['ERROR']} errors, {count['skip']} skipped")
-    for reason in dict.fromkeys(r.message for _, _, r in results if r.skipped):
+    for reason in dict.fromkeys(r.message for _, r in results if r.status == "skip"):
         print(f"  skipped: {reason}")
-    for case, k, r in results:
+    for case, r in results:
         if r.status in ("FAIL", "ERROR"):
-            print(f"  {r.status} {case.name} {k}: {r.message}")
+            print(f"  {r.status} {case.name} {r.check}: {r.message}")
     return 1 if count["FAIL"] or count["ERROR"] else 0
 
 

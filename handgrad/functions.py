@@ -106,9 +106,13 @@ class Mul(_Op):
     @staticmethod
     def setup_context(ctx, inputs, output):
         a, b = inputs
-        # NOTE: each gradient needs the *other* input; a Python number is kept as a number.
-        ctx.save_for_backward(*(x if isinstance(x, torch.Tensor) else None for x in inputs))
-        ctx.save_for_forward(*(x if isinstance(x, torch.Tensor) else None for x in inputs))
+        # NOTE: dz/da needs b and dz/db needs a: each tensor is saved for backward only for the
+        # other input's gradient (mul(tensor, number) saves nothing, as native mul). jvp needs
+        # both; torch drops what save_for_forward holds once forward has run.
+        need_a, need_b = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        tensors = tuple(x if isinstance(x, torch.Tensor) else None for x in inputs)
+        ctx.save_for_backward(tensors[0] if need_b else None, tensors[1] if need_a else None)
+        ctx.save_for_forward(*tensors)
         ctx.numbers = tuple(None if isinstance(x, torch.Tensor) else x for x in inputs)
         ctx.metas = (meta_of(a), meta_of(b))
         ctx.out_meta = (output.shape, output.dtype)

@@ -1,5 +1,9 @@
 """Modules that take an ops namespace: the same code runs hand-written or native ops.
 
+    import handgrad as hg
+    layer = hg.nn.Affine(784, 10)                  # nn.Linear's order; ops="hand" by default
+    act = hg.nn.ReLU(ops="native")                 # PyTorch's own op, same module
+
 Parameters are created and initialized exactly as ``torch.nn.Linear`` does, with the global RNG,
 so the same seed gives the same weights whichever ops a module uses, and ``state_dict`` names do
 not depend on the ops either: a checkpoint moves between hand and native.
@@ -9,6 +13,7 @@ from __future__ import annotations
 
 import math
 from types import SimpleNamespace
+from typing import Union
 
 import torch
 from torch import nn
@@ -17,17 +22,35 @@ from .functional import get_ops
 
 __all__ = ["Affine", "ReLU", "Sigmoid", "resolve_ops"]
 
+Ops = Union[str, SimpleNamespace]  # "hand", "native", or a namespace from get_ops
 
-def resolve_ops(ops: str | SimpleNamespace) -> SimpleNamespace:
+
+def resolve_ops(ops: Ops) -> SimpleNamespace:
+    """``get_ops(ops)`` for a name, the namespace itself otherwise."""
     return get_ops(ops) if isinstance(ops, str) else ops
 
 
-class Affine(nn.Module):
-    """y = x Wᵀ + b with weight (out, in) and bias (out,), computed by ``ops.affine``."""
+def _check_size(name: str, value: object) -> None:
+    # NOTE: bool is an int subclass; Affine(784, True) is a mistake, not a 1-unit layer
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise TypeError(f"Affine: {name} must be a non-negative int, got {value!r}; the signature is "
+                        "Affine(in_features, out_features, bias=True, *, ops='hand', device=None, dtype=None).")
 
-    def __init__(self, ops, in_features: int, out_features: int, bias: bool = True,
-                 device=None, dtype=None) -> None:
+
+class Affine(nn.Module):
+    """y = x Wᵀ + b with weight (out, in) and bias (out,), computed by ``ops.affine``.
+
+    The arguments are ``torch.nn.Linear``'s, plus the keyword ``ops`` ("hand", "native" or a
+    namespace from ``get_ops``).
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, ops: Ops = "hand",
+                 device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> None:
         super().__init__()
+        _check_size("in_features", in_features)
+        _check_size("out_features", out_features)
+        if not isinstance(bias, bool):
+            raise TypeError(f"Affine: bias must be True or False, got {bias!r}; pass ops by keyword: Affine(784, 10, ops='hand').")
         self.ops = resolve_ops(ops)
         self.in_features, self.out_features = in_features, out_features
         factory = {"device": device, "dtype": dtype}
@@ -52,7 +75,7 @@ class Affine(nn.Module):
 class _Activation(nn.Module):
     name = ""
 
-    def __init__(self, ops) -> None:
+    def __init__(self, *, ops: Ops = "hand") -> None:
         super().__init__()
         self.ops = resolve_ops(ops)
         self.fn = getattr(self.ops, self.name)

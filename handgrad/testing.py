@@ -20,6 +20,10 @@ Rows, made from each sample on each device (CPU, and CUDA when present):
                         inputs; compared with the reference only (needs ``reference``)
 * ``<dtype>``           float32, bfloat16, float16 (``dtypes``): parity at the dtype's tolerance
 
+With ``as_given=True`` each sample is instead one row exactly as given (its own dtypes, mixed or
+not, and strides); with ``numerical=False`` no row uses finite differences (inputs at a kink, a
+tie or NaN): every row is compared with the reference.
+
 Checks (columns):
 
 * ``grad``        float64 rows: ``gradcheck``, error = max |J_backward - J_finite-differences|, and the
@@ -28,8 +32,10 @@ Checks (columns):
 * ``gradgrad``    ``gradgradcheck``: backward is itself differentiable. Skipped only when a Function
                   declares otherwise with ``@once_differentiable`` on its backward: a backward that is
                   silently not differentiable (e.g. it detaches) fails here
-* ``fwd_ad``      ``gradcheck(check_forward_ad=True)``, error = max |jvp - finite differences|;
-                  skipped when a Function of ``fn`` defines no ``jvp``
+* ``fwd_ad``      float64 rows: ``gradcheck(check_forward_ad=True)``, error = max |jvp - finite
+                  differences|, and the jvps equal the reference's; other rows: the jvps equal the
+                  reference's (or the Function's own in float64); skipped when a Function of ``fn``
+                  defines no ``jvp``
 * ``batched``     gradients for a batch of incoming gradients (``is_grads_batched``) and ``vmap`` of
                   the forward and the vjp, each against a loop; skipped unless every Function declares
                   ``generate_vmap_rule = True`` or a ``vmap`` staticmethod
@@ -37,6 +43,8 @@ Checks (columns):
 * ``shapes``      calls each Function's backward directly: every gradient has its input's shape,
                   dtype and device (autograd silently sums a wrong-shaped broadcast gradient and casts
                   a wrong dtype, so ``gradcheck`` cannot see either)
+* ``shapes_ac``   rows in a lower precision: what ``shapes`` finds under ``torch.autocast`` (bfloat16 on
+                  CPU, float16 on CUDA) and not without it, e.g. a gradient left in the autocast dtype
 * ``needs_grad``  with one input needing a gradient at a time: backward returns None for every input
                   whose ``ctx.needs_input_grad`` is False, and the same gradient as before for the other
 * ``values``      outputs equal the reference's (NaN in the same places) at the row's tolerance
@@ -46,16 +54,18 @@ Checks (columns):
                   ``compile=True`` or a backend name)
 
 Tolerances (rtol, atol) per dtype are :data:`TOLERANCES`; in a lower precision a Function also passes
-when it is at most :data:`SLACK` times as far from the float64 truth as the reference itself is in
-that dtype (some references compute internally in float32). Each failure names the row, the worst
-element's index and both values. A check that raises is an ERROR cell with the exception's first
-line; the report never dies. ``python -m handgrad.testing --function file.py:Name --shape 4,3``
-runs the same from the command line (:func:`cli_function`).
+where it is at most :data:`SLACK` times as far from the float64 truth as the reference itself is in
+that dtype at the same element (some references compute internally in float32). Each failure names
+the row, the worst element's index and both values. A check that raises is an ERROR cell with the
+exception's first line; the report never dies. ``python -m handgrad.testing --function file.py:Name
+--shape 4,3`` (or ``python -m handgrad.check --function ...``) runs the same from the command line
+(:func:`cli_function`). handgrad's own matrix (:mod:`handgrad.check`) is this engine on its cases.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import importlib.util
 import re
@@ -85,7 +95,8 @@ __all__ = [
     "main",
 ]
 
-CHECKS = ("grad", "gradgrad", "fwd_ad", "batched", "undef", "shapes", "needs_grad", "values", "saved", "compile")
+CHECKS = ("grad", "gradgrad", "fwd_ad", "batched", "undef", "shapes", "shapes_ac", "needs_grad", "values", "saved",
+          "compile")
 #: the lower precisions checked by default
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 #: the generated rows (0-d and empty only for elementwise functions, extremal only with a reference)
@@ -99,7 +110,7 @@ TOLERANCES = {
     torch.bfloat16: (1.6e-2, 8e-3),
     torch.float16: (2e-3, 1e-3),
 }
-#: in a lower precision, a Function may be this many times as far from the truth as the reference
+#: in a lower precision, a Function may be this many times as far from the truth as the reference, element by element
 SLACK = 4.0
 
 # NOTE: gradcheck's step and tolerances, as handgrad's own matrix has always used them.
@@ -170,12 +181,7 @@ class Report:
 
     def table(self) -> str:
         cells = {(r.row, r.check): r.cell() for r in self.results}
-        header = ["row", *self.checks]
-        body = [[row, *(cells.get((row, c), "-") for c in self.checks)] for row in self.rows]
-        widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
-        fmt = lambda line: "| " + " | ".join(c.ljust(w) for c, w in zip(line, widths)) + " |"  # noqa: E731
-        rule = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
-        return "\n".join([fmt(header), rule, *(fmt(line) for line in body)])
+        return _table(["row", *self.checks], [[row, *(cells.get((row, c), "-") for c in self.checks)] for row in self.rows])
 
     def details(self) -> list[str]:
         lines = [f"{r.status:5s} {r.row} | {r.check}: {r.message}" for r in self.failed()]
@@ -195,6 +201,14 @@ class Report:
         return "\n".join([self.title, self.table(), self.summary(), *self.details()])
 
 
+def _table(header: list[str], body: list[list[str]]) -> str:
+    """A Markdown table, each column as wide as its widest cell."""
+    widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
+    fmt = lambda line: "| " + " | ".join(c.ljust(w) for c, w in zip(line, widths)) + " |"  # noqa: E731
+    rule = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    return "\n".join([fmt(header), rule, *(fmt(line) for line in body)])
+
+
 # ---------------------------------------------------------------------------------------------
 # rows: the variants made from each sample
 # ---------------------------------------------------------------------------------------------
@@ -205,8 +219,10 @@ class _Row:
     label: str
     args: tuple
     diff: tuple[int, ...]  # positions of the inputs to differentiate
-    dtype: torch.dtype
-    kind: str  # "exact" (float64, numerical checks), "dtype" (a lower precision) or "extremal"
+    dtype: torch.dtype  # the least precise float dtype among the inputs: the row's tolerance
+    # "exact" (float64: the numerical checks), "parity" (float64 or as given, compared with the
+    # reference only), "dtype" (a lower precision made from the sample) or "extremal"
+    kind: str
     first: bool = False  # the sample's first row on its device: saved and compile run here
 
 
@@ -285,25 +301,38 @@ def _extremal(args, diff) -> tuple:
     return tuple(out)
 
 
-def _describe(args) -> str:
+def _describe(args, float_dtypes: bool = False) -> str:
+    """'(3, 4) int64(3,) 2.0': shapes, with the dtype of non-float tensors (of every tensor with ``float_dtypes``)."""
     parts = []
     for a in args:
         if isinstance(a, torch.Tensor):
             shape = "(" + ", ".join(map(str, a.shape)) + ("," if a.dim() == 1 else "") + ")"
-            parts.append(shape if a.is_floating_point() else f"{str(a.dtype).replace('torch.', '')}{shape}")
+            named = not a.is_floating_point() or float_dtypes
+            parts.append(f"{str(a.dtype).replace('torch.', '')}{shape}" if named else shape)
         else:
             parts.append(repr(a))
     return " ".join(parts)
 
 
-def _rows_of(label, args, device, *, elementwise, dtypes, variants, extremal) -> list[_Row]:
+def _coarsest(args) -> torch.dtype:
+    """The least precise float dtype among ``args`` (float64 when there is none)."""
+    dtypes = [a.dtype for a in args if _is_float(a)]
+    return max(dtypes, key=lambda d: torch.finfo(d).eps) if dtypes else torch.float64
+
+
+def _rows_of(label, args, device, *, elementwise, dtypes, variants, extremal, as_given=False, numerical=True) -> list[_Row]:
     """Every row of one sample on one device (see the module docstring)."""
     diff = _diff_positions(args)
     suffix = "" if device.type == "cpu" else f" {device.type}"
+    exact = "exact" if numerical else "parity"
+    if as_given:
+        given = _map_tensors(args, lambda t: _copy(t, None, device))
+        dtype = _coarsest(given)
+        return [_Row(f"{label}{suffix}", given, diff, dtype, exact if dtype == torch.float64 else "parity", first=True)]
     base = _map_tensors(args, lambda t: _copy(t, torch.float64 if t.is_floating_point() else None, device))
-    rows = [_Row(f"{label} float64{suffix}", base, diff, torch.float64, "exact", first=True)]
+    rows = [_Row(f"{label} float64{suffix}", base, diff, torch.float64, exact, first=True)]
 
-    def add(name, new_args, dtype=torch.float64, kind="exact"):
+    def add(name, new_args, dtype=torch.float64, kind=exact):
         rows.append(_Row(f"{label} {name}{suffix}", new_args, diff, dtype, kind))
 
     for name, make in (("transposed", _transposed), ("strided", _strided)):
@@ -405,8 +434,8 @@ def _compare(what, hand, truth, tol, own=None, args=()) -> tuple[bool, float, st
     """Is ``hand`` ``truth`` up to ``tol`` = (rtol, atol)? Returns (ok, max |hand - truth|, the worst element).
 
     Non-finite values must sit where ``own`` (the reference in the same dtype) or ``truth`` has
-    them, and be equal. Elsewhere e = |hand - truth| / (atol + rtol |truth|) must be ≤ 1, or ≤
-    SLACK times the worst e of ``own`` when given.
+    them, and be equal. Elsewhere |hand - truth| must be ≤ atol + rtol |truth|, or ≤ SLACK times
+    |own - truth| at the same element when given.
     """
     if hand.shape != truth.shape or (own is not None and hand.dtype != own.dtype):
         kind = "dtype" if hand.shape == truth.shape else "shape"
@@ -432,20 +461,27 @@ def _compare(what, hand, truth, tol, own=None, args=()) -> tuple[bool, float, st
         return True, 0.0, ""
     zero = torch.zeros_like(h)
     gap = torch.where(finite, (h - t).abs(), zero)
-    scaled = torch.where(finite, gap / (atol + rtol * t.abs()), zero)
-    limit = 1.0
+    allowed = atol + rtol * t.abs()
+    theirs = zero
     if own is not None:
         o = own.detach().double().reshape(-1)
-        theirs = torch.where(finite & torch.isfinite(o), (o - t).abs() / (atol + rtol * t.abs()), zero)
-        limit = max(1.0, SLACK * float(theirs.max()))
-    k = int(scaled.argmax())
-    ok = float(scaled[k]) <= limit
+        theirs = torch.where(finite & torch.isfinite(o), (o - t).abs(), zero)
+    # NOTE: element by element: where the reference is exact, so must fn be (a zero tolerance stays exact)
+    over = _ratio(gap, torch.maximum(allowed, SLACK * theirs))
+    k = int(over.argmax())
+    ok = float(over[k]) <= 1.0
+    mention = (f"; the reference's own error there is {float(_ratio(theirs[k], allowed[k])):.3g}x"
+               if SLACK * theirs[k] > allowed[k] else "")
     detail = "" if ok else (f"{what}{_index(hand.shape, k)}: hand {_num(h[k])}, reference {_num(t[k])} "
-                            f"(off by {float(scaled[k]):.3g}x the tolerance rtol={rtol:g}, atol={atol:g}"
-                            + (f"; the reference's own error is {limit / SLACK:.3g}x" if limit > 1 else "")
-                            + f"){_where(args, hand.shape, k)}")
+                            f"(off by {float(_ratio(gap[k], allowed[k])):.3g}x the tolerance rtol={rtol:g}, "
+                            f"atol={atol:g}{mention}){_where(args, hand.shape, k)}")
     # NOTE: the error shown is absolute for |truth| ≤ 1 and relative above, so huge values read sensibly.
     return ok, float((gap / t.abs().clamp_min(1)).max()), detail
+
+
+def _ratio(gap, bound):
+    """gap / bound, with 0 / 0 = 0 (an exact match under a zero tolerance) and gap / 0 = inf."""
+    return torch.where(gap == 0, torch.zeros_like(gap), gap / bound)
 
 
 def _compare_all(names, hands, truths, tol, owns=None, args=()) -> tuple[bool, float, str]:
@@ -472,6 +508,18 @@ def _randn_like(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 def _seeded(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
+
+
+def _cotangent(out: torch.Tensor, gen: torch.Generator, extreme: bool = False) -> torch.Tensor:
+    """A seeded normal incoming gradient for ``out``; ``extreme``: inf at every 4th element from the 2nd, NaN from the 4th."""
+    grad = _randn_like(out, gen)
+    if extreme:
+        flat = grad.view(-1)
+        if flat.numel() <= 1:
+            flat.fill_(float("inf"))
+        flat[1::4] = float("inf")
+        flat[3::4] = float("nan")
+    return grad
 
 
 def _split(fn, args, diff) -> Callable:
@@ -581,14 +629,23 @@ class _Engine:
     tolerances: dict
     seed: int
     skip: Mapping[str, str]
+    extreme_upstream: bool = False  # incoming gradients with inf and NaN in them (reference comparisons)
     _cache: dict = field(default_factory=dict)
 
     # -- which checks run where -------------------------------------------------------------
 
     def applies(self, check: str, row: _Row) -> bool:
-        if row.kind == "exact":
-            return check not in ("saved", "compile") or row.first
-        return check in ("grad", "values") or (check == "shapes" and row.kind == "dtype")
+        if check in ("saved", "compile"):
+            return row.first
+        if check in ("gradgrad", "batched", "undef"):
+            return row.kind == "exact"
+        if check == "needs_grad":
+            return row.kind in ("exact", "parity")
+        if check == "shapes":
+            return row.kind != "extremal"
+        if check == "shapes_ac":  # NOTE: autocast leaves float64 alone: only rows in a lower precision
+            return row.kind != "extremal" and any(_is_float(a) and a.dtype != torch.float64 for a in row.args)
+        return True  # grad, fwd_ad and values: on every row
 
     def skip_reason(self, check: str, row: _Row) -> str | None:
         if check in self.skip:
@@ -604,7 +661,8 @@ class _Engine:
             return f"{_names(c for c in cls if not _has_vmap(c))} declares neither generate_vmap_rule nor vmap"
         if check in ("saved",) and self.reference is None:
             return "no reference to compare with"
-        if check == "values" and row.kind == "exact" and self.reference is None:
+        if self.reference is None and row.dtype == torch.float64 and (
+                check == "values" or (check in ("grad", "fwd_ad") and row.kind == "parity")):
             return "no reference to compare with"
         if check == "undef" and getattr(torch._C._functions, "UndefinedGrad", None) is None:
             return "this torch has no UndefinedGrad"
@@ -636,7 +694,7 @@ class _Engine:
         douts = [o for o in outs if o.requires_grad]
         if cotangents is None:
             gen = _seeded(self.seed + 1)
-            cotangents = [_randn_like(o, gen) for o in douts]
+            cotangents = [_cotangent(o, gen, self.extreme_upstream) for o in douts]
         xs = [leaves[i] for i in diff]
         grads = torch.autograd.grad(douts, xs, cotangents, allow_unused=True) if douts and xs else ()
         return [o.detach() for o in outs], _zeros_for_none(grads, xs), cotangents
@@ -645,7 +703,8 @@ class _Engine:
         """(hand, reference in the row's dtype or None, float64 truth), each (outputs, gradients, cotangents).
 
         The truth is the reference (or, without one, fn) in float64 on the row's own inputs and
-        cotangents, so that rounding the inputs to the row's dtype is not counted as an error.
+        cotangents, so that rounding the inputs to the row's dtype is not counted as an error. On a
+        float64 row the truth is also the reference in the row's dtype, so that dtypes are compared.
         """
         if row.label not in self._cache:
             hand = self.evaluate(self.fn, row.args, row.diff)
@@ -654,8 +713,45 @@ class _Engine:
                 own = self.evaluate(self.reference, row.args, row.diff, hand[2])
             up = _map_floats(row.args, lambda t: t.double())
             truth = self.evaluate(self.reference or self.fn, up, row.diff, [c.double() for c in hand[2]])
-            self._cache[row.label] = hand, own, truth
+            self._cache[row.label] = hand, own if row.dtype != torch.float64 else truth, truth
         return self._cache[row.label]
+
+    def jvps(self, func, args, diff, tangents) -> tuple[list, list]:
+        """(outputs, jvps) of ``func`` at ``args`` along ``tangents`` (forward-mode AD), floating outputs only."""
+        duals = list(args)
+        with fwAD.dual_level():
+            for i, t in zip(diff, tangents):
+                duals[i] = fwAD.make_dual(_copy(args[i]), _copy(args[i], values=t))
+            unpacked = [fwAD.unpack_dual(o) for o in _floats(_tensor_outputs(func(*duals)))]
+        outs = [u.primal.detach() for u in unpacked]
+        return outs, [torch.zeros_like(o) if u.tangent is None else u.tangent.detach() for u, o in zip(unpacked, outs)]
+
+    def jvp_parity(self, row):
+        """(hand's jvps, the reference's in the row's dtype or None, float64 truth) along seeded tangents.
+
+        Raises _Skip when the reference has no forward-mode derivative. NOTE: the reference's jvp
+        is taken in its output's dtype: torch.func/forward AD can return a float64 tangent for a
+        float32 output of a native op (``t * 0.15``, torch 2.14); fn's own must match its output.
+        """
+        key = ("jvp", row.label)
+        if key not in self._cache:
+            gen = _seeded(self.seed + 6)
+            tangents = [_randn_like(row.args[i], gen) for i in row.diff]
+            outs, mine = self.jvps(self.fn, row.args, row.diff, tangents)
+            for k, (o, j) in enumerate(zip(outs, mine)):
+                if j.dtype != o.dtype:
+                    raise _Fail(f"jvp of {_out_names(len(outs))[k]} has dtype {j.dtype}, its output {o.dtype}")
+            try:
+                own = None
+                if self.reference is not None and row.dtype != torch.float64:
+                    own = [j.to(o.dtype) for o, j in zip(*self.jvps(self.reference, row.args, row.diff, tangents))]
+                up = _map_floats(row.args, lambda t: t.double())
+                truth = [j.to(o.dtype) for o, j in zip(*self.jvps(self.reference or self.fn, up, row.diff,
+                                                                   [t.double() for t in tangents]))]
+            except Exception as exc:  # noqa: BLE001 - a reference without forward AD: nothing to compare with
+                raise _Skip(f"the reference has no forward-mode derivative here ({_first_line(exc)})") from exc
+            self._cache[key] = mine, own if row.dtype != torch.float64 else truth, truth
+        return self._cache[key]
 
     def backward_calls(self, row, needs):
         """Run fn and its backward once; per custom Function node reached: (node, raw gradients, autograd's).
@@ -743,15 +839,14 @@ class _Engine:
         return err
 
     def check_fwd_ad(self, row):
+        if row.kind != "exact":
+            return self._jvp_parity(row)
         xs, f, _ = self._setup(row)
         failure = _gradcheck(torch.autograd.gradcheck, f, xs, check_forward_ad=True, check_backward_ad=False,
                              check_undefined_grad=False, check_batched_grad=False)
         gen = _seeded(self.seed + 3)
         tangents = [_copy(x, values=_randn_like(x, gen)) for x in xs]
-        with fwAD.dual_level():
-            outs = _floats(f(*(fwAD.make_dual(x.detach(), t) for x, t in zip(xs, tangents))))
-            jvps = [fwAD.unpack_dual(o).tangent for o in outs]
-        jvps = [torch.zeros_like(o) if j is None else j.detach() for j, o in zip(jvps, outs)]
+        _, jvps = self.jvps(self.fn, row.args, row.diff, tangents)
         with torch.no_grad():
             plus = f(*(x.detach() + _EPS * t for x, t in zip(xs, tangents)))
             minus = f(*(x.detach() - _EPS * t for x, t in zip(xs, tangents)))
@@ -759,6 +854,16 @@ class _Engine:
         _, err, detail = _compare_all(_out_names(len(jvps), "jvp of out"), jvps, numeric, (_RTOL, _ATOL))
         if failure:
             raise _Fail(detail.replace("reference", "numerical") or failure, err)
+        if self.reference is not None:
+            with contextlib.suppress(_Skip):  # NOTE: a reference without forward AD leaves the numerical check
+                self._jvp_parity(row, "jvps differ from the reference's: ")
+        return err
+
+    def _jvp_parity(self, row, prefix=""):
+        mine, own, truth = self.jvp_parity(row)
+        ok, err, detail = _compare_all(_out_names(len(mine), "jvp of out"), mine, truth, self.tol(row), own, row.args)
+        if not ok:
+            raise _Fail(prefix + detail, err)
         return err
 
     def check_batched(self, row):
@@ -796,18 +901,37 @@ class _Engine:
         cots = [_randn_like(o, gen) for o in outs]
         err = 0.0
         for k in range(len(outs)):
+            # NOTE: the zero gradient first: a backward that raises on any input is an ERROR, not this check's FAIL
+            zeroed = [torch.zeros_like(c) if i == k else c for i, c in enumerate(cots)]
+            want = torch.autograd.grad(outs, xs, zeroed, retain_graph=True, allow_unused=True)
             marked = [undefined()(o) if i == k else o for i, o in enumerate(outs)]
             try:
                 got = torch.autograd.grad(marked, xs, cots, retain_graph=True, allow_unused=True)
             except RuntimeError as exc:
                 raise _Fail(f"backward raised on an undefined incoming gradient for output {k}: {_first_line(exc)}") from exc
-            zeroed = [torch.zeros_like(c) if i == k else c for i, c in enumerate(cots)]
-            want = torch.autograd.grad(outs, xs, zeroed, retain_graph=True, allow_unused=True)
             err = max(err, _close_batches([_zeros_for_none(got, xs)], [_zeros_for_none(want, xs)],
                                           f"an undefined incoming gradient for output {k} does not act as a zero one"))
         return err
 
     def check_shapes(self, row):
+        problems = self.shape_problems(row)
+        if problems:
+            raise _Fail("; ".join(problems))
+        return None
+
+    def check_shapes_ac(self, row):
+        """check_shapes under torch.autocast (bfloat16 on CPU, float16 on CUDA): what goes wrong there only."""
+        device = next(a.device for a in row.args if isinstance(a, torch.Tensor))
+        with torch.autocast(device.type):
+            problems = self.shape_problems(row)
+        plain = set(self.shape_problems(row)) if problems else set()
+        problems = [p for p in problems if p not in plain]  # NOTE: those are the shapes column's to report
+        if problems:
+            raise _Fail("under autocast: " + "; ".join(problems))
+        return None
+
+    def shape_problems(self, row) -> list[str]:
+        """Each gradient a Function's backward returns, against the one autograd made of it (see check_shapes)."""
         calls, _ = self.backward_calls(row, row.diff)
         if not calls:
             raise _Skip("no custom autograd.Function in the output's graph")
@@ -832,9 +956,7 @@ class _Engine:
                         silently = {"shape": " (autograd sums it silently)", "dtype": " (autograd casts it silently)"}
                         problems.append(f"{name} gradient {i} has {what} {mine}, its input {theirs}{silently.get(what, '')}")
                         break
-        if problems:
-            raise _Fail("; ".join(dict.fromkeys(problems)))
-        return None
+        return list(dict.fromkeys(problems))
 
     def check_needs_grad(self, row):
         _, leaves = self.backward_calls(row, row.diff)
@@ -935,7 +1057,7 @@ def _saved_bytes(func, args, diff) -> tuple[int, int]:
 # ---------------------------------------------------------------------------------------------
 
 
-def _samples(samples) -> list[tuple[str, tuple]]:
+def _samples(samples, float_dtypes: bool = False) -> list[tuple[str, tuple]]:
     if isinstance(samples, torch.Tensor) or (isinstance(samples, tuple) and any(isinstance(s, torch.Tensor) for s in samples)):
         raise TypeError("check_function: samples is a list of argument tuples, one per sample, e.g. [(x, w)]; "
                         "got the arguments themselves: wrap them in a list.")
@@ -945,7 +1067,7 @@ def _samples(samples) -> list[tuple[str, tuple]]:
     out, labels = [], set()
     for label, sample in items:
         args = sample if isinstance(sample, tuple) else (sample,)
-        label = label or _describe(args)
+        label = label or _describe(args, float_dtypes)
         while label in labels:
             label += "'"
         labels.add(label)
@@ -998,6 +1120,9 @@ def check_function(
     tolerances: Mapping[torch.dtype, tuple[float, float]] | None = None,
     skip: Mapping[str, str] | None = None,
     seed: int = 0,
+    as_given: bool = False,
+    numerical: bool = True,
+    extreme_upstream: bool = False,
 ) -> Report:
     """Run the whole gradient-check matrix on ``fn`` and return the :class:`Report` (see the module doc).
 
@@ -1010,24 +1135,30 @@ def check_function(
     a ``torch.compile`` backend name adds the compile check. ``checks`` / ``variants``: subsets of
     :data:`CHECKS` / :data:`VARIANTS`. ``tolerances``: dtype -> (rtol, atol) overriding
     :data:`TOLERANCES`. ``skip``: check -> reason, for checks that do not apply to ``fn``.
+    ``as_given``: each sample is one row, in its own dtypes and strides (mixed dtypes, a float16
+    sample): no float64 copy, no variants, no ``dtypes`` rows; a float64 sample gets the numerical
+    checks, any other is compared at its least precise input's tolerance. ``numerical=False``: no
+    finite differences anywhere (inputs at a kink, a tie, NaN): every row is compared with the
+    reference. ``extreme_upstream``: incoming gradients hold inf and NaN (every 4th element from the
+    2nd / the 4th), so that the gradients compared with the reference show how backward passes them on.
     """
     start = time.perf_counter()
     devices = _devices(device)
-    labelled = _samples(samples)
+    labelled = _samples(samples, float_dtypes=as_given)
     if function is not None:
         classes = list(function) if isinstance(function, (list, tuple)) else [function]
     else:
         classes = _discover(fn, labelled, devices[0])
     wanted = [c for c in CHECKS if (checks is None or c in checks) and (c != "compile" or compile)]
     engine = _Engine(fn, reference, classes, "inductor" if compile is True else (compile or None),
-                     {**TOLERANCES, **(tolerances or {})}, seed, dict(skip or {}))
+                     {**TOLERANCES, **(tolerances or {})}, seed, dict(skip or {}), extreme_upstream)
     report = Report(_title(fn, reference, devices), [], wanted)
     rows = []
     for dev in devices:
         for label, args in labelled:
             try:
                 rows += _rows_of(label, args, dev, elementwise=elementwise, dtypes=dtypes, variants=variants,
-                                 extremal=reference is not None)
+                                 extremal=reference is not None, as_given=as_given, numerical=numerical)
             except Exception as exc:  # noqa: BLE001 - the report never dies: a sample it cannot vary is an ERROR row
                 report.rows.append(f"{label} {dev.type}")
                 report.results.append(Result(report.rows[-1], wanted[0], "ERROR", message=f"making the rows: {_first_line(exc)}"))
@@ -1112,9 +1243,9 @@ def _shape(text: str) -> tuple[int, ...]:
     return tuple(int(n) for n in re.split("[,x]", inner)) if inner else ()
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(prog: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m handgrad.testing",
+        prog=prog,
         description="Run handgrad's whole gradient-check matrix on your own autograd.Function and print the report.",
     )
     parser.add_argument("--function", required=True, metavar="FILE.py:NAME|MODULE:NAME",
@@ -1151,12 +1282,23 @@ def _device(text: str | None):
         raise _Usage(f"--device {text!r} is not a device; use cpu, cuda or cuda:N.") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise _Usage("--device cuda was given but CUDA is not available here; use --device cpu.")
+    if device.type == "meta":
+        raise _Usage("--device meta holds no values to check; use --device cpu or cuda.")
+    try:
+        torch.empty(1, device=device)
+    except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError, AssertionError... per backend
+        said = str(exc).strip()
+        reason = said.split(". ")[0].splitlines()[0][:120] if said else type(exc).__name__
+        raise _Usage(f"--device {text} cannot be used here ({reason}); use --device cpu.") from None
     return device
 
 
-def cli_function(argv: Sequence[str] | None = None) -> int:
-    """``--function ... --shape ...``: check a user's Function from the command line; 0 when all passes, 1 if not."""
-    parser = _parser()
+def cli_function(argv: Sequence[str] | None = None, prog: str = "python -m handgrad.testing") -> int:
+    """``--function ... --shape ...``: check a user's Function from the command line; 0 when all passes, 1 if not.
+
+    Bad arguments: one sentence on stderr and exit status 2 (``SystemExit``).
+    """
+    parser = _parser(prog)
     args = parser.parse_args(argv)
     try:
         target = _load(args.function, "--function")

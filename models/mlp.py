@@ -21,11 +21,12 @@ class MLP(nn.Module):
     ``objective(x, y)`` is the training objective J = L + s: the data loss L (softmax
     cross-entropy, or squared error between sigmoid outputs and one-hot targets) plus the
     penalty s = λ/2 Σ‖W‖² over the weight matrices (not the biases), through ``ops.l2_penalty``.
+    ``bias=False`` builds every Affine without a bias (seed 004's network).
     """
 
     def __init__(self, ops="hand", in_features: int = 784, hidden: Sequence[int] = (256, 128),
                  classes: int = 10, activation: str = "relu", loss: str = "ce",
-                 weight_decay: float = 0.0, device=None, dtype=None) -> None:
+                 weight_decay: float = 0.0, bias: bool = True, device=None, dtype=None) -> None:
         super().__init__()
         if activation not in _ACTIVATIONS:
             raise ValueError(f"MLP: activation must be one of {', '.join(_ACTIVATIONS)}, got {activation!r}.")
@@ -36,10 +37,13 @@ class MLP(nn.Module):
         sizes = [in_features, *hidden, classes]
         layers: list[nn.Module] = []
         for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-            layers.append(Affine(self.ops, fan_in, fan_out, device=device, dtype=dtype))
+            layers.append(Affine(fan_in, fan_out, bias=bias, ops=self.ops, device=device, dtype=dtype))
             if i < len(sizes) - 2:
-                layers.append(_ACTIVATIONS[activation](self.ops))
+                layers.append(_ACTIVATIONS[activation](ops=self.ops))
         self.layers = nn.Sequential(*layers)
+        # NOTE: the squared-error model's output sigmoid is a module (so forward hooks see it) kept
+        # outside ``layers``: it has no parameters, and state_dict names stay ``layers.N.*``.
+        self.output_activation = Sigmoid(ops=self.ops) if loss == "mse" else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(x)
@@ -51,7 +55,7 @@ class MLP(nn.Module):
         if self.loss_name == "ce":
             return self.ops.cross_entropy(logits, target)
         onehot = (target[:, None] == torch.arange(logits.shape[-1], device=target.device)).to(logits.dtype)
-        return self.ops.mse_loss(self.ops.sigmoid(logits), onehot)
+        return self.ops.mse_loss(self.output_activation(logits), onehot)
 
     def objective(self, x: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(J, L, logits) for a batch: J = L + λ/2 Σ‖W‖² is what training minimizes."""

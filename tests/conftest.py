@@ -1,4 +1,5 @@
 import os
+import textwrap
 import warnings
 
 import pytest
@@ -38,3 +39,44 @@ def mnist_dir():
     if MNIST_DIR is None:
         pytest.skip("the MNIST files are not here: set HANDGRAD_DATA to the folder holding MNIST/raw")
     return MNIST_DIR
+
+
+_USER_OPS = textwrap.dedent('''
+    import torch
+
+    class MySoftplus(torch.autograd.Function):
+        @staticmethod
+        def forward(x):
+            return x.clamp_min(0) + torch.log1p(torch.exp(-x.abs()))
+
+        @staticmethod
+        def setup_context(ctx, inputs, output):
+            ctx.save_for_backward(inputs[0])
+
+        @staticmethod
+        def backward(ctx, grad):
+            (x,) = ctx.saved_tensors
+            return grad * torch.sigmoid(x)
+
+    class MyAdd(torch.autograd.Function):
+        @staticmethod
+        def forward(a, b):
+            return a + b
+
+        @staticmethod
+        def setup_context(ctx, inputs, output):
+            pass
+
+        @staticmethod
+        def backward(ctx, grad):
+            return grad, grad  # b's gradient is not summed back to b's shape
+''')
+
+
+@pytest.fixture
+def user_ops_file(tmp_path):
+    """A user's file of Functions, as the command lines load them: MySoftplus (correct, no jvp) and
+    MyAdd (its broadcast gradient not summed back)."""
+    path = tmp_path / "user_ops.py"
+    path.write_text(_USER_OPS)
+    return path

@@ -42,6 +42,7 @@ def test_logging_benchmark_accounts_for_time_inside_the_logger(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     run = json.loads(out.read_text())["accounted"][0]
     assert run["per_step"] > 0 and run["per_epoch"] > 0 and run["per_run"] > 0
+    assert 0 < run["histograms"] + run["pictures"] <= run["per_step"]  # both inside the per-step share
     assert run["per_step"] + run["per_epoch"] < 10 * run["train_seconds"] + 1.0
 
 
@@ -55,3 +56,16 @@ def test_one_command_runs_the_benchmarks_and_reports_a_failure(tmp_path):
     bad = subprocess.run(run[:-2] + ["step", "--device", "no-such-device"], cwd=ROOT, capture_output=True, text=True,
                          timeout=300)
     assert bad.returncode == 1 and "step failed" in bad.stderr
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_an_unavailable_device_is_one_line(name):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    proc = subprocess.run([sys.executable, f"bench/{name}.py", "--smoke", "--device", "cuda"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "error: --device cuda was given but CUDA is not available on this machine; use --device cpu."]

@@ -1,13 +1,14 @@
-"""Proof that the shared check helpers catch a wrong backward.
+"""Proof that the matrix's columns (the checks of handgrad.testing) catch a wrong backward.
 
-Each broken Function below differs from the real one in a single deliberate mistake; the helper
-that guards against that kind of mistake must report a failure.
+Each broken Function below differs from the real one in a single deliberate mistake; the column
+that guards against that kind of mistake must report a failure, on the same row where the real
+op passes.
 """
 
 import torch
 
 from handgrad import functions as fn
-from handgrad.check import CASES, check_backward_shapes, check_gradients, check_parity
+from handgrad.check import CASES, run_check
 
 
 def _case(op, label):
@@ -55,39 +56,44 @@ def _ops_with(**overrides):
 
 def test_gradcheck_catches_a_wrong_sign():
     ops = _ops_with(mul=lambda a, b: WrongSignMul.apply(a, b))
-    result = check_gradients(_case("mul", "matrix"), ops, "grad")
-    assert not result.ok
-    assert "Jacobian mismatch" in result.message
+    assert run_check(_case("mul", "matrix"), "grad").ok
+    result = run_check(_case("mul", "matrix"), "grad", hand=ops)
+    assert result.status == "FAIL"
+    assert "/ d input 0[" in result.message and "numerical" in result.message, result.message
 
 
 def test_parity_catches_a_wrong_sign_in_float64_and_float32():
     ops = _ops_with(mul=lambda a, b: WrongSignMul.apply(a, b))
-    for dtype in (torch.float64, torch.float32):
-        assert not check_parity(_case("mul", "matrix"), dtype, hand=ops).ok
+    for column in ("native64", "native32"):
+        assert run_check(_case("mul", "matrix"), column).ok
+        result = run_check(_case("mul", "matrix"), column, hand=ops)
+        assert result.status == "FAIL" and "grad: grad of input 0" in result.message, result.message
 
 
 def test_gradcheck_catches_a_halved_bias_gradient():
     ops = _ops_with(affine=lambda x, w, b=None: ForgetfulAffine.apply(x, w, b))
-    assert not check_gradients(_case("affine", "matrix + bias"), ops, "grad").ok
+    assert run_check(_case("affine", "matrix + bias"), "grad").ok
+    assert run_check(_case("affine", "matrix + bias"), "grad", hand=ops).status == "FAIL"
 
 
 def test_a_missing_broadcast_reduction_slips_past_gradcheck_but_not_the_shape_check():
     case = _case("add", "(2,1)x(2,)")
     ops = _ops_with(add=lambda a, b: UnreducedAdd.apply(a, b))
     # autograd quietly sums the wrong-shaped gradient, so gradcheck cannot see the bug ...
-    assert check_gradients(case, ops, "grad").ok
+    assert run_check(case, "grad", hand=ops).ok
     # ... but calling backward directly does
-    result = check_backward_shapes(case, function=UnreducedAdd)
-    assert not result.ok
-    assert "gradient shape" in result.message
-    assert check_backward_shapes(case).ok
+    result = run_check(case, "shapes", hand=ops)
+    assert result.status == "FAIL"
+    assert "UnreducedAdd.backward gradient 1 has shape (2, 2), its input (2,)" in result.message
+    assert run_check(case, "shapes").ok
 
 
 def test_gradgradcheck_catches_a_backward_that_is_not_differentiable():
     ops = _ops_with(sigmoid=lambda x: NonDifferentiableSigmoid.apply(x))
     case = _case("sigmoid", "matrix")
-    assert check_gradients(case, ops, "grad").ok
-    assert not check_gradients(case, ops, "gradgrad").ok
+    assert run_check(case, "grad", hand=ops).ok
+    assert run_check(case, "gradgrad").ok
+    assert run_check(case, "gradgrad", hand=ops).status == "FAIL"
 
 
 class NanHidingMaximum(fn.Maximum):
@@ -111,12 +117,12 @@ def test_parity_on_nan_rows_catches_a_maximum_that_hides_nan_and_a_relu_that_sto
         "relu": _ops_with(relu=lambda x: SignMaskReLU.apply(x)),
     }
     for op, ops in broken.items():
-        for dtype in (torch.float64, torch.float32):
-            assert check_parity(_case(op, "NaN/inf"), dtype).ok
-            result = check_parity(_case(op, "NaN/inf"), dtype, hand=ops)
-            assert not result.ok and "differs from native" in result.message
+        for column in ("native64", "native32"):
+            assert run_check(_case(op, "NaN/inf"), column).ok
+            result = run_check(_case(op, "NaN/inf"), column, hand=ops)
+            assert result.status == "FAIL" and "where input 0 = nan" in result.message, result.message
         # on finite inputs the broken ops are right, so only the NaN rows can tell
-        assert check_parity(_case(op, "matrix"), torch.float64, hand=ops).ok
+        assert run_check(_case(op, "matrix"), "native64", hand=ops).ok
 
 
 class UncastMul(fn.Mul):
@@ -140,9 +146,11 @@ class NoCastBackAffine(fn.Affine):
 
 def test_the_shape_check_catches_a_gradient_in_the_promoted_dtype_on_mixed_rows():
     case = _case("mul", "mixed dtypes x float16")
-    assert check_backward_shapes(case).ok
-    result = check_backward_shapes(case, function=UncastMul)
-    assert not result.ok and "gradient dtype torch.float64 != input dtype torch.float16" in result.message
+    ops = _ops_with(mul=lambda a, b: UncastMul.apply(a, b))
+    assert run_check(case, "shapes").ok
+    result = run_check(case, "shapes", hand=ops)
+    assert result.status == "FAIL"
+    assert "gradient 1 has dtype torch.float64, its input torch.float16" in result.message, result.message
     # autograd casts the wrong dtype back silently, so a plain backward cannot tell
     a = torch.randn(3, dtype=torch.float64, requires_grad=True)
     b = torch.randn(3, dtype=torch.float16, requires_grad=True)
@@ -152,10 +160,14 @@ def test_the_shape_check_catches_a_gradient_in_the_promoted_dtype_on_mixed_rows(
 
 def test_the_autocast_shape_check_catches_a_missing_cast_back():
     case = _case("affine", "matrix + bias")
-    assert check_backward_shapes(case, dtype=torch.float32, function=NoCastBackAffine).ok  # fine without autocast
-    result = check_backward_shapes(case, dtype=torch.float32, function=NoCastBackAffine, autocast=True)
-    assert not result.ok and "gradient dtype torch.bfloat16 != input dtype torch.float32" in result.message
-    assert check_backward_shapes(case, dtype=torch.float32, autocast=True).ok
+    ops = _ops_with(affine=lambda x, w, b=None: NoCastBackAffine.apply(x, w, b))
+    float32 = case.make(torch.float32, "cpu", torch.Generator().manual_seed(0))
+    assert run_check(case, "shapes", hand=ops, inputs=float32).ok  # fine without autocast
+    result = run_check(case, "shapes_ac", hand=ops)
+    assert result.status == "FAIL"
+    assert "under autocast: NoCastBackAffine.backward gradient 0 has dtype torch.bfloat16, its input torch.float32" \
+        in result.message, result.message
+    assert run_check(case, "shapes_ac").ok
 
 
 class NaiveSigmoid(fn.Sigmoid):
@@ -187,6 +199,51 @@ def test_the_new_rows_catch_float16_underflow_overflow_nan_and_a_wrong_tie_share
         ("maximum", "ties", _ops_with(maximum=lambda a, b: WinnerTakesTiesMaximum.apply(a, b))),
     ]
     for op, label, ops in broken:
-        assert check_parity(_case(op, label), torch.float32).ok
-        assert not check_parity(_case(op, label), torch.float32, hand=ops).ok, (op, label)
-        assert check_parity(_case(op, "matrix"), torch.float32, hand=ops).ok  # ordinary rows miss it
+        assert run_check(_case(op, label), "native32").ok
+        assert run_check(_case(op, label), "native32", hand=ops).status == "FAIL", (op, label)
+        assert run_check(_case(op, "matrix"), "native32", hand=ops).ok  # ordinary rows miss it
+
+
+class GreedyAffine(fn.Affine):
+    @staticmethod
+    def backward(ctx, grad):
+        # the mistake: ctx.needs_input_grad ignored; without it the first layer computes dX, a whole GEMM
+        x, weight = ctx.saved_tensors
+        return grad.matmul(weight), grad.t().matmul(x), grad.sum(0)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, weight, _ = inputs
+        ctx.save_for_backward(x, weight)
+
+
+class HoardingMul(fn.Mul):
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        fn.Mul.setup_context(ctx, inputs, output)
+        # the mistake: both tensors saved whatever the gradients need (mul(x, 2.5) keeps x alive)
+        ctx.save_for_backward(*(x if isinstance(x, torch.Tensor) else None for x in inputs))
+
+
+class WrongJvpSigmoid(fn.Sigmoid):
+    @staticmethod
+    def jvp(ctx, tx):
+        (y,) = ctx.saved_tensors
+        return tx * y  # the mistake: y, not y (1 - y)
+
+
+def test_the_new_columns_catch_an_ignored_needs_input_grad_a_needless_saved_tensor_and_a_wrong_jvp():
+    broken = [
+        ("affine", "matrix + bias", "needs_grad", _ops_with(affine=lambda x, w, b=None: GreedyAffine.apply(x, w, b)),
+         "GreedyAffine.backward returns a gradient where ctx.needs_input_grad is False"),
+        ("mul", "tensor x number", "saved", _ops_with(mul=lambda a, b: HoardingMul.apply(a, b)),
+         "saves 96 bytes for backward in 1 storages, the reference 0 bytes in 0"),
+        ("sigmoid", "matrix", "fwd_ad", _ops_with(sigmoid=lambda x: WrongJvpSigmoid.apply(x)), "jvp of out"),
+        ("sigmoid", "matrix", "native64", _ops_with(sigmoid=lambda x: WrongJvpSigmoid.apply(x)), "fwd_ad: jvp of out"),
+    ]
+    for op, label, column, ops, words in broken:
+        assert run_check(_case(op, label), column).ok, (op, label, column)
+        result = run_check(_case(op, label), column, hand=ops)
+        assert result.status == "FAIL" and words in result.message, (column, result.message)
+    # a tensor times a tensor needs both, as native mul saves both: only the number row can tell
+    assert run_check(_case("mul", "matrix"), "saved", hand=_ops_with(mul=lambda a, b: HoardingMul.apply(a, b))).ok

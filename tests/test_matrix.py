@@ -1,4 +1,7 @@
-"""The gradient-check matrix: every check of handgrad.check over every row of its table."""
+"""The gradient-check matrix: every column of handgrad.check over every row of its table, run by handgrad.testing."""
+
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -12,9 +15,9 @@ from handgrad.functional import OP_NAMES
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 def test_matrix(case, check, device):
     result = run_check(case, check, device)
-    if result.skipped:
+    if result.status == "skip":
         pytest.skip(result.message)
-    assert result.ok, f"{case.name} {check}: {result.message}"
+    assert result.status == "ok", f"{case.name} {check}: {result.status} {result.message}"
 
 
 def test_every_op_has_rows_for_every_kind_of_input():
@@ -87,7 +90,6 @@ def test_check_report_shows_an_error_cell_when_a_backward_raises_and_finishes_th
 
     monkeypatch.setitem(twins.FAST, "ReLU", twins.fast_twin(RaisingReLU))  # what eager calls run
     monkeypatch.setitem(twins.FUNCTIONS, "ReLU", RaisingReLU)  # what runs under torch.func
-    monkeypatch.setitem(check._FUNCTION_OF, "relu", RaisingReLU)  # what the shape checks call
     assert check.main(["--op", "relu", "sigmoid"]) == 1
     out = capsys.readouterr().out
     assert re.search(r"\| relu +\| \d+ +\| ERROR \d+/\d+", out)
@@ -110,3 +112,34 @@ def test_check_report_refuses_a_device_torch_cannot_use_here_in_one_sentence(dev
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert words in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def _check_cli(*args):
+    command = [sys.executable, "-m", "handgrad.check", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=600)
+
+
+def test_check_function_flag_runs_the_engine_on_a_function_from_a_file(user_ops_file):
+    done = _check_cli("--function", f"{user_ops_file}:MySoftplus", "--reference", "torch.nn.functional.softplus",
+                      "--shape", "4,3", "--elementwise", "--dtypes", "float32")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "handgrad.testing: MySoftplus.apply against softplus" in done.stdout
+    assert "| (4, 3) float64" in done.stdout and "| (4, 3) 0-d" in done.stdout and "0 failed, 0 errors" in done.stdout
+    assert "MySoftplus defines no jvp" in done.stdout
+
+    done = _check_cli("--function", f"{user_ops_file}:MyAdd", "--reference", "torch.add", "--shape", "4,3", "3",
+                      "--dtypes", "float32")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "FAIL  (4, 3) (3,) float64 | shapes: MyAdd.backward gradient 1 has shape (4, 3), its input (3,)" in done.stdout
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--function", "no/such/file.py:F", "--shape", "3"], "error: --function: no file 'no/such/file.py'.\n"),
+    (["--function", "torch.sin", "--op", "relu", "--shape", "3"],
+     "error: --op checks handgrad's own ops and --function a Function of yours; give one of them.\n"),
+    (["--function", "torch.sin"], "python -m handgrad.check: error: the following arguments are required: --shape\n"),
+])
+def test_check_function_flag_refuses_bad_arguments_in_one_sentence(argv, words):
+    done = _check_cli(*argv)
+    assert done.returncode == 2
+    assert done.stderr.endswith(words) and "Traceback" not in done.stderr, done.stderr

@@ -1,120 +1,393 @@
 """TensorBoard output, read back with tensorboard's own reader and served by its own server."""
 
+import io
 import json
+import re
 import socket
 import subprocess
 import sys
 import time
+import types
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.custom_scalar import layout_pb2
 
+import handgrad
 import train
-from handgrad.monitor import HIST_BINS
+from handgrad import functions as fn
+from handgrad.functional import get_ops
+from handgrad.monitor import HIST_BINS, LogSchedule, Monitor
+from models.mlp import MLP
 
-STEPS, LOG_EVERY = 10, 5
+STEPS, LOG_EVERY, LOG_DENSE = 10, 3, 4
+SHORT = 24  # steps in one epoch of --limit-train 3000 at the default batch of 128 (the last one partial)
+
+
+def _data_args(tmp):
+    from conftest import MNIST_DIR
+
+    return ["--data-dir", MNIST_DIR] if MNIST_DIR else ["--sample"]
+
+
+def read(logdir) -> EventAccumulator:
+    acc = EventAccumulator(str(logdir), size_guidance={"scalars": 0, "histograms": 0, "tensors": 0, "images": 0})
+    acc.Reload()
+    return acc
+
+
+def steps(acc, tag):
+    return [e.step for e in acc.Scalars(tag)]
+
+
+def value(acc, tag, step):
+    (event,) = [e for e in acc.Scalars(tag) if e.step == step]
+    return event.value
+
+
+def layout_of(acc) -> layout_pb2.Layout:
+    (event,) = acc.Tensors("custom_scalars__config__")
+    layout = layout_pb2.Layout()
+    layout.ParseFromString(event.tensor_proto.string_val[0])
+    return layout
 
 
 @pytest.fixture(scope="module")
 def logged_run(tmp_path_factory):
-    from conftest import MNIST_DIR
-
+    """10 full batches with a short dense start (4) and a sparse rest (every 3)."""
     logdir = tmp_path_factory.mktemp("runs") / "run"
     args = ["--epochs", "1", "--limit-train", str(STEPS * 64), "--batch-size", "64", "--log-every", str(LOG_EVERY),
-            "--logdir", str(logdir), "--quiet", "--no-download"]
-    args += ["--data-dir", MNIST_DIR] if MNIST_DIR else ["--data-dir", str(logdir.parent / "none")]
-    out = train.main(args)
-    acc = EventAccumulator(str(logdir), size_guidance={"scalars": 0, "histograms": 0, "tensors": 0})
-    acc.Reload()
-    return out, acc, logdir
+            "--log-dense", str(LOG_DENSE), "--logdir", str(logdir), "--quiet", "--no-download"]
+    out = train.main(args + _data_args(logdir.parent))
+    return out, read(logdir), logdir
 
 
-def test_scalar_tags_and_steps(logged_run):
-    out, acc, _ = logged_run
-    tags = set(acc.Tags()["scalars"])
+@pytest.fixture(scope="module")
+def short_run(tmp_path_factory):
+    """The issue's example: one epoch of 3000 images, every default, 24 steps."""
+    logdir = tmp_path_factory.mktemp("short") / "run"
+    out = train.main(["--epochs", "1", "--limit-train", "3000", "--logdir", str(logdir), "--quiet", "--no-download"]
+                     + _data_args(logdir.parent))
+    return out, read(logdir)
+
+
+# ---------------------------------------------------------------------------------------------
+# the schedule
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kwargs, logged", [
+    (dict(total_steps=24, steps_per_epoch=24, full_batches=23), list(range(1, 25))),
+    (dict(total_steps=10, steps_per_epoch=10, full_batches=10, log_every=3, log_dense=4), [1, 2, 3, 4, 6, 9, 10]),
+    (dict(total_steps=12, steps_per_epoch=5, full_batches=4, log_every=4, log_dense=0), [4, 5, 8, 10, 12]),
+    (dict(total_steps=300, steps_per_epoch=150, full_batches=150, log_every=50, log_dense=2), [1, 2, 50, 100, 150, 200, 250, 300]),
+])
+def test_schedule_logs_the_start_densely_then_sparsely_and_every_epoch_end(kwargs, logged):
+    schedule = LogSchedule(**kwargs)
+    assert [s for s in range(1, kwargs["total_steps"] + 1) if schedule.scalars(s)] == logged
+
+
+@pytest.mark.parametrize("total, per_epoch, full, count, pictures", [
+    (24, 24, 23, 10, [1, 23]),  # one epoch whose last batch is partial
+    (2345, 469, 468, 10, [1, 468, 937, 1406, 1875, 2344]),  # the default run
+    (3, 3, 3, 10, [1, 3]),  # fewer steps than histograms
+    (100, 10, 10, 4, [1, *range(10, 101, 10)]),
+])
+def test_schedule_takes_about_n_histograms_from_full_batches_and_a_picture_per_epoch(total, per_epoch, full, count,
+                                                                                      pictures):
+    schedule = LogSchedule(total, per_epoch, full, histograms=count)
+    hist = [s for s in range(1, total + 1) if schedule.histogram(s)]
+    assert 1 in hist and len(hist) == min(count, total)
+    assert all((s - 1) % per_epoch < full for s in hist)  # never the partial last batch of an epoch
+    assert max(hist) > total - per_epoch  # spread to the end, not bunched at the start
+    assert [s for s in range(1, total + 1) if schedule.picture(s)] == pictures
+    assert not any(LogSchedule(total, per_epoch, full, histograms=0).histogram(s) for s in range(1, total + 1))
+
+
+# ---------------------------------------------------------------------------------------------
+# a whole run, read back
+# ---------------------------------------------------------------------------------------------
+
+
+def test_a_24_step_run_has_curves_from_step_0(short_run):
+    out, acc = short_run
+    assert out["step"] == SHORT
     params = [n for n, _ in out["model"].named_parameters()]
     for name in params:
-        for group in ("grad_norm", "weight_norm", "update_ratio"):
-            assert f"{group}/{name}" in tags
-            assert [e.step for e in acc.Scalars(f"{group}/{name}")] == [LOG_EVERY, 2 * LOG_EVERY]
-    for tag in ("train/loss", "train/lr", "train/epoch_loss", "train/samples_per_s", "test/loss", "test/accuracy",
-                "act/layers.1/dead_frac", "act/layers.3/dead_frac"):
-        assert tag in tags, tag
-    assert acc.Scalars("test/accuracy")[-1].value == pytest.approx(out["test_acc"], rel=1e-6)
+        for group in ("grad_norm", "data_grad_norm", "update_ratio", "update_ratio_log10"):
+            assert steps(acc, f"{group}/{name}") == list(range(1, SHORT + 1)), (group, name)
+        assert steps(acc, f"weight_norm/{name}") == list(range(0, SHORT + 1))
+    for name in params[::2]:  # the weights: the penalty is on them only
+        assert steps(acc, f"penalty_grad_norm/{name}") == list(range(1, SHORT + 1))
+    assert steps(acc, "train/loss") == list(range(1, SHORT + 1))
+    assert steps(acc, "output/p_true") == list(range(1, SHORT + 1))
+    assert steps(acc, "test/accuracy") == [0, SHORT]
+    assert 0.0 < value(acc, "test/accuracy", 0) < 30.0  # untrained: near chance
+    assert value(acc, "test/accuracy", SHORT) == pytest.approx(out["test_acc"], rel=1e-6)
 
 
-def test_logged_gradient_norm_is_the_models_gradient_norm(logged_run):
-    out, acc, _ = logged_run
-    model = out["model"]  # its .grad is from the last step, which is a logging step
-    for name, p in model.named_parameters():
-        logged = acc.Scalars(f"grad_norm/{name}")[-1]
-        assert logged.step == STEPS
-        assert logged.value == pytest.approx(p.grad.norm().item(), rel=1e-5)
-        assert acc.Scalars(f"weight_norm/{name}")[-1].value == pytest.approx(p.detach().norm().item(), rel=1e-5)
-        ratio = acc.Scalars(f"update_ratio/{name}")[-1].value
-        assert 0 < ratio < 1
-
-
-def test_histograms_count_every_element_with_bounded_bins(logged_run):
-    out, acc, _ = logged_run
-    tags = set(acc.Tags()["histograms"])
+def test_histograms_are_about_ten_full_batch_snapshots_with_bounded_bins(short_run):
+    out, acc = short_run
     for name, p in out["model"].named_parameters():
         for group in ("grad_hist", "weight_hist"):
             events = acc.Histograms(f"{group}/{name}")
-            assert f"{group}/{name}" in tags
-            assert events[-1].step == STEPS
-            assert events[-1].histogram_value.num == p.numel()
-            assert len(events[-1].histogram_value.bucket) <= HIST_BINS + 2
+            assert len(events) == 10
+            assert SHORT not in [e.step for e in events]  # the epoch's last batch is partial (3000 = 23 * 128 + 56)
+            for e in events:
+                assert e.histogram_value.num == p.numel()
+                assert len(e.histogram_value.bucket) <= HIST_BINS + 2
+                assert sum(e.histogram_value.bucket) == p.numel()
+        last = acc.Histograms(f"weight_hist/{name}")[-1].histogram_value
+        assert last.min <= p.detach().min().item() + 0.1 and last.max >= p.detach().max().item() - 0.1
+
+
+def test_gradient_flow_pictures_at_step_1_and_each_epoch(short_run):
+    from PIL import Image
+
+    _, acc = short_run
+    images = acc.Images("gradient_flow")
+    assert [e.step for e in images] == [1, SHORT - 1]  # the last full batch of the epoch
+    picture = Image.open(io.BytesIO(images[0].encoded_image_string))
+    assert picture.size[0] >= 400 and picture.size[1] >= 300
+    assert len(np.unique(np.asarray(picture.convert("L")))) > 10  # not a blank canvas
+
+
+def _check_layout(acc, expected_titles, categories=None):
+    tags = acc.Tags()["scalars"]
+    titles = []
+    for category in layout_of(acc).category:
+        if categories and category.title not in categories:
+            continue
+        for chart in category.chart:
+            titles.append(chart.title)
+            assert chart.multiline.tag, chart.title
+            for pattern in chart.multiline.tag:
+                # NOTE: TensorBoard's custom-scalars plugin selects tags with re.match
+                assert any(re.match(pattern, t) for t in tags), (chart.title, pattern)
+    for words in expected_titles:
+        assert any(words in t for t in titles), words
+    return titles
+
+
+def test_custom_scalars_layout_names_real_tags_one_chart_per_statistic(short_run):
+    out, acc = short_run
+    _check_layout(acc, ["data gradient", "penalty gradient", "total gradient", "weight norm", "update ratio",
+                        "dead ReLU", "output layer", "loss"])
+    data_chart = next(c for cat in layout_of(acc).category for c in cat.chart if c.title.startswith("data gradient"))
+    matched = {t for t in acc.Tags()["scalars"] if any(re.match(p, t) for p in data_chart.multiline.tag)}
+    assert matched == {f"data_grad_norm/{n}" for n, _ in out["model"].named_parameters()}  # every layer, one chart
+
+
+def test_scalar_steps_follow_the_schedule(logged_run):
+    out, acc, _ = logged_run
+    for name, _ in out["model"].named_parameters():
+        assert steps(acc, f"grad_norm/{name}") == [1, 2, 3, 4, 6, 9, 10]
+    for tag in ("train/loss", "train/lr", "train/epoch_loss", "train/samples_per_s", "test/loss", "test/accuracy",
+                "act/layers.1/dead_frac", "act/layers.3/dead_frac"):
+        assert tag in acc.Tags()["scalars"], tag
+
+
+def test_logged_norms_are_the_models_norms(logged_run):
+    out, acc, _ = logged_run
+    model = out["model"]  # its .grad is from the last step, which is a logging step
+    for name, p in model.named_parameters():
+        assert value(acc, f"grad_norm/{name}", STEPS) == pytest.approx(p.grad.norm().item(), rel=1e-5)
+        assert value(acc, f"weight_norm/{name}", STEPS) == pytest.approx(p.detach().norm().item(), rel=1e-5)
+        ratio = value(acc, f"update_ratio/{name}", STEPS)
+        assert 0 < ratio < 1
+        assert value(acc, f"update_ratio_log10/{name}", STEPS) == pytest.approx(np.log10(ratio), abs=1e-5)
 
 
 def test_config_text_and_hparams(logged_run):
     _, acc, logdir = logged_run
     assert "config" in " ".join(acc.Tags()["tensors"])
-    hparams = [p for p in Path(logdir).rglob("events.out.tfevents.*")]
-    assert hparams, "no event files"
-    blob = b"".join(p.read_bytes() for p in hparams)
+    blob = b"".join(p.read_bytes() for p in Path(logdir).rglob("events.out.tfevents.*"))
     assert b"_hparams_/session_start_info" in blob and b"hparam/test_acc" in blob
 
 
 def test_activation_statistics_are_fractions(logged_run):
     _, acc, _ = logged_run
-    for tag in ("act/layers.1/dead_frac", "act/layers.3/dead_frac"):
+    for tag in ("act/layers.1/dead_frac", "act/layers.3/dead_frac", "output/p_true"):
         values = [e.value for e in acc.Scalars(tag)]
         assert values and all(0.0 <= v <= 1.0 for v in values)
 
 
-def test_sigmoid_saturation_is_logged(tmp_path):
+def test_sparse_schedule_for_sigmoid_saturation(tmp_path):
     logdir = tmp_path / "sig"
-    train.main(["--epochs", "1", "--limit-train", "256", "--batch-size", "64", "--log-every", "2", "--activation",
-                "sigmoid", "--logdir", str(logdir), "--quiet", "--no-download", "--data-dir", str(tmp_path / "x")])
-    acc = EventAccumulator(str(logdir))
-    acc.Reload()
-    assert [e.step for e in acc.Scalars("act/layers.1/saturated_frac")] == [2, 4]
+    train.main(["--epochs", "1", "--limit-train", "256", "--batch-size", "64", "--log-every", "2", "--log-dense", "0",
+                "--activation", "sigmoid", "--logdir", str(logdir), "--quiet", "--sample"])
+    assert steps(read(logdir), "act/layers.1/saturated_frac") == [2, 4]
 
 
-def test_compare_tags(tmp_path):
+# ---------------------------------------------------------------------------------------------
+# the statistics against direct computations (one step driven by hand, as train.py drives it)
+# ---------------------------------------------------------------------------------------------
+
+
+def _one_logged_step(model, batches, logdir):
+    """Log ``len(batches)`` SGD steps; returns a copy of the model as it was before each step."""
+    schedule = LogSchedule(total_steps=len(batches), steps_per_epoch=len(batches), full_batches=len(batches))
+    before = []
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    monitor = Monitor(str(logdir), model, schedule)
+    for step, (x, y) in enumerate(batches, start=1):
+        before.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+        monitor.before_forward(step)
+        total, loss, logits = model.objective(x, y)
+        opt.zero_grad()
+        total.backward()
+        monitor.before_update(step, logits, y)
+        opt.step()
+        monitor.after_update(step, {"train/loss": loss.detach()})
+    monitor.close()
+    return before, read(logdir)
+
+
+def _native_copy(model, state):
+    twin = MLP(get_ops("native"), hidden=[m.out_features for m in model.layers[:-1] if hasattr(m, "out_features")],
+               activation=model.activation, loss=model.loss_name, weight_decay=model.weight_decay)
+    twin.load_state_dict(state)
+    return twin
+
+
+def test_data_and_penalty_gradient_norms_equal_direct_gradients(tmp_path):
+    torch.manual_seed(0)
+    lam = 0.05  # large enough that the penalty is a visible share of the total gradient
+    model = MLP("hand", hidden=(32, 16), weight_decay=lam)
+    x, y = torch.randn(64, 784), torch.randint(0, 10, (64,))
+    (state,), acc = _one_logged_step(model, [(x, y)], tmp_path / "norms")
+    native = _native_copy(model, state)
+    names = [n for n, _ in native.named_parameters()]
+    params = list(native.parameters())
+    data_grads = torch.autograd.grad(native.data_loss(native(x), y), params)  # the data loss alone
+    for name, p, g in zip(names, params, data_grads):
+        logged_data, logged_total = value(acc, f"data_grad_norm/{name}", 1), value(acc, f"grad_norm/{name}", 1)
+        assert logged_data == pytest.approx(g.norm().item(), rel=1e-4), name
+        if name.endswith("weight"):
+            (penalty,) = torch.autograd.grad(lam / 2 * p.square().sum(), p)
+            assert value(acc, f"penalty_grad_norm/{name}", 1) == pytest.approx(penalty.norm().item(), rel=1e-5)
+            assert abs(logged_total - logged_data) > 1e-3 * logged_data  # the total is not the data gradient
+        else:
+            assert f"penalty_grad_norm/{name}" not in acc.Tags()["scalars"]
+            assert logged_total == pytest.approx(logged_data, rel=1e-6)
+    probs = torch.softmax(native(x), -1)[torch.arange(64), y].mean().item()
+    assert value(acc, "output/p_true", 1) == pytest.approx(probs, rel=1e-5)
+
+
+def test_squared_error_output_saturation_is_seen(tmp_path):
+    torch.manual_seed(0)
+    model = MLP("hand", hidden=(16,), loss="mse", weight_decay=5e-4)
+    assert [k for k in model.state_dict()] == ["layers.0.weight", "layers.0.bias", "layers.2.weight", "layers.2.bias"]
+    y = torch.randint(0, 10, (32,))
+    calm, saturated = torch.zeros(32, 784), 200 * torch.randn(32, 784)
+    states, acc = _one_logged_step(model, [(calm, y), (saturated, y)], tmp_path / "mse")
+    assert value(acc, "act/output_activation/saturated_frac", 1) == 0.0
+    assert value(acc, "act/output_activation/saturated_frac", 2) > 0.5
+    native = _native_copy(model, states[1])
+    p_true = torch.sigmoid(native(saturated))[torch.arange(32), y].mean().item()
+    assert value(acc, "output/p_true", 2) == pytest.approx(p_true, rel=1e-5)
+    _check_layout(acc, ["saturated sigmoid outputs", "output layer"], categories=["activations and output"])
+
+
+# ---------------------------------------------------------------------------------------------
+# hand vs native
+# ---------------------------------------------------------------------------------------------
+
+
+class BrokenReLU(fn.ReLU):
+    @staticmethod
+    def backward(ctx, grad):
+        return fn.ReLU.backward(ctx, grad) * 1.5
+
+
+def _compare_args(logdir, tmp_path):
+    return ["--ops", "compare", "--epochs", "1", "--limit-train", "256", "--batch-size", "64", "--logdir", str(logdir),
+            "--quiet", "--sample"]
+
+
+def test_compare_charts_with_correct_ops(tmp_path):
     logdir = tmp_path / "cmp"
-    train.main(["--ops", "compare", "--epochs", "1", "--limit-train", "256", "--batch-size", "64", "--logdir",
-                str(logdir), "--quiet", "--no-download", "--data-dir", str(tmp_path / "x")])
-    acc = EventAccumulator(str(logdir))
-    acc.Reload()
-    errors = acc.Scalars("compare/grad_rel_err/layers.0.weight")
-    assert [e.step for e in errors] == [1, 2, 3, 4]
-    assert all(e.value < 1e-4 for e in errors)
+    train.main(_compare_args(logdir, tmp_path))
+    acc = read(logdir)
+    assert steps(acc, "compare/grad_rel_err/layers.0.weight") == [1, 2, 3, 4]
+    assert all(e.value < 1e-4 for e in acc.Scalars("compare/max_rel_err"))
+    assert all(e.value < -4 for e in acc.Scalars("compare/log10_max_rel_err"))
+    assert value(acc, "compare/tolerance", 1) == pytest.approx(1e-4) and value(acc, "compare/log10_tolerance", 1) == -4
     assert "compare/loss_diff" in acc.Tags()["scalars"]
+    _check_layout(acc, ["relative gradient error, log10", "relative gradient error ‖", "objective difference"])
+    assert [e.step for e in acc.Images("gradient_flow")] == [1, 4]
+
+
+def test_a_broken_backward_shows_in_the_compare_charts_at_step_1(tmp_path, monkeypatch):
+    monkeypatch.setitem(fn.FAST, "ReLU", fn.fast_twin(BrokenReLU))
+    logdir = tmp_path / "broken"
+    with pytest.raises(train.TrainError) as info:
+        train.main(_compare_args(logdir, tmp_path))
+    assert info.value.status == 4
+    acc = read(logdir)
+    assert steps(acc, "compare/max_rel_err") == [1]
+    assert value(acc, "compare/grad_rel_err/layers.0.weight", 1) > 0.1  # the layer below the broken ReLU
+    assert value(acc, "compare/log10_max_rel_err", 1) > -1
+    assert value(acc, "compare/grad_rel_err/layers.4.weight", 1) < 1e-4  # above every ReLU: still right
+    assert [e.step for e in acc.Images("gradient_flow")] == [1]  # the failing step's picture, errors beside it
+
+
+# ---------------------------------------------------------------------------------------------
+# the graph picture (drawn by handgrad.graph when it is there)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_the_model_graph_goes_to_images_and_text_when_handgrad_graph_is_present(tmp_path, monkeypatch):
+    calls = []
+
+    def model_graph(model, x, target, backward=False, dpi=80):
+        calls.append((type(model).__name__, tuple(x.shape), tuple(target.shape)))
+        return np.full((20, 40, 3), 255, dtype=np.uint8), "flowchart LR\n  W --> Affine"
+
+    fake = types.ModuleType("handgrad.graph")
+    fake.model_graph = model_graph
+    monkeypatch.setitem(sys.modules, "handgrad.graph", fake)
+    monkeypatch.setattr(handgrad, "graph", fake, raising=False)
+    logdir = tmp_path / "graph"
+    train.main(["--epochs", "1", "--limit-train", "128", "--batch-size", "64", "--logdir", str(logdir), "--quiet",
+                "--sample"])
+    acc = read(logdir)
+    assert [(e.step, e.width, e.height) for e in acc.Images("graph/model")] == [(0, 40, 20)]
+    text = acc.Tensors("graph/mermaid/text_summary")[0].tensor_proto.string_val[0].decode()
+    assert "W --> Affine" in text
+    assert calls == [("MLP", (64, 784), (64,))]  # once, on one batch
+
+
+def test_no_graph_picture_without_handgrad_graph(logged_run):
+    _, acc, _ = logged_run
+    import importlib.util
+
+    if importlib.util.find_spec("handgrad.graph") is None:
+        assert "graph/model" not in acc.Tags()["images"]
+
+
+# ---------------------------------------------------------------------------------------------
+# failures and the server
+# ---------------------------------------------------------------------------------------------
 
 
 def test_writer_is_closed_and_events_kept_when_training_fails(tmp_path):
     logdir = tmp_path / "fail"
     with pytest.raises(train.TrainError):
-        train.main(["--epochs", "1", "--limit-train", "640", "--batch-size", "64", "--log-every", "1", "--lr", "1e12",
-                    "--schedule", "constant", "--logdir", str(logdir), "--quiet", "--no-download",
-                    "--data-dir", str(tmp_path / "x")])
-    acc = EventAccumulator(str(logdir))
-    acc.Reload()
-    assert acc.Scalars("train/loss")  # what was logged before the failure reached the disk
+        train.main(["--epochs", "1", "--limit-train", "640", "--batch-size", "64", "--lr", "1e12",
+                    "--schedule", "constant", "--logdir", str(logdir), "--quiet", "--sample"])
+    assert read(logdir).Scalars("train/loss")  # what was logged before the failure reached the disk
+
+
+@pytest.mark.parametrize("flag, text", [("--log-dense", "-1"), ("--histograms", "x"), ("--log-every", "0")])
+def test_bad_logging_flags_are_one_sentence(flag, text):
+    proc = subprocess.run([sys.executable, "train.py", flag, text, "--no-log"], cwd=Path(__file__).resolve().parents[1],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and flag in proc.stderr and "Traceback" not in proc.stderr
 
 
 def _free_port() -> int:
@@ -128,7 +401,7 @@ def _get(url: str):
         return json.loads(r.read())
 
 
-def test_tensorboard_server_serves_the_tags(logged_run):
+def test_tensorboard_server_serves_the_tags_and_the_layout(logged_run):
     _, _, logdir = logged_run
     port = _free_port()
     proc = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir.parent),
@@ -150,7 +423,11 @@ def test_tensorboard_server_serves_the_tags(logged_run):
         assert "grad_norm/layers.0.weight" in scalars.get("run", {})
         assert "grad_hist/layers.0.weight" in histograms.get("run", {})
         series = _get(f"{base}/scalars/scalars?run=run&tag=grad_norm/layers.0.weight")
-        assert [row[1] for row in series] == [LOG_EVERY, 2 * LOG_EVERY]
+        assert [row[1] for row in series] == [1, 2, 3, 4, 6, 9, 10]
+        layout = _get(f"{base}/custom_scalars/layout")
+        assert any(c["title"] == "gradients" for c in layout["category"])
+        chart = _get(f"{base}/custom_scalars/scalars?run=run&tag=data_grad_norm/")
+        assert chart["regex_valid"] and len(chart["tag_to_events"]) == 6
     finally:
         proc.terminate()
         try:

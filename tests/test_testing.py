@@ -7,7 +7,6 @@ parent in one deliberate mistake, and the test names the single check that must 
 
 import subprocess
 import sys
-import textwrap
 
 import pytest
 import torch
@@ -15,8 +14,8 @@ import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
 from handgrad import functions as hfn
-from handgrad.functional import cross_entropy
-from handgrad.testing import CHECKS, assert_function, check_function, cli_function
+from handgrad.functional import cross_entropy, maximum, relu
+from handgrad.testing import CHECKS, TOLERANCES, assert_function, check_function, cli_function
 
 # ---------------------------------------------------------------------------------------------
 # correct Functions
@@ -398,41 +397,8 @@ def test_compile_check_is_off_by_default_and_catches_what_dynamo_refuses():
 # the command line
 # ---------------------------------------------------------------------------------------------
 
-USER_FILE = textwrap.dedent('''
-    import torch
-
-    class MySoftplus(torch.autograd.Function):
-        @staticmethod
-        def forward(x):
-            return x.clamp_min(0) + torch.log1p(torch.exp(-x.abs()))
-
-        @staticmethod
-        def setup_context(ctx, inputs, output):
-            ctx.save_for_backward(inputs[0])
-
-        @staticmethod
-        def backward(ctx, grad):
-            (x,) = ctx.saved_tensors
-            return grad * torch.sigmoid(x)
-
-    class MyAdd(torch.autograd.Function):
-        @staticmethod
-        def forward(a, b):
-            return a + b
-
-        @staticmethod
-        def setup_context(ctx, inputs, output):
-            pass
-
-        @staticmethod
-        def backward(ctx, grad):
-            return grad, grad  # b's gradient is not summed back to b's shape
-''')
-
-
-def test_cli_checks_a_function_from_a_file(tmp_path, capsys):
-    path = tmp_path / "user_ops.py"
-    path.write_text(USER_FILE)
+def test_cli_checks_a_function_from_a_file(user_ops_file, capsys):
+    path = user_ops_file
     argv = ["--function", f"{path}:MySoftplus", "--reference", "torch.nn.functional.softplus", "--shape", "4,3",
             "--elementwise", "--dtypes", "float32"]
     assert cli_function(argv) == 0
@@ -466,3 +432,123 @@ def test_cli_bad_input_is_one_sentence_and_exit_2(argv, words, capsys):
     assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
     for word in words:
         assert word in err
+
+
+# ---------------------------------------------------------------------------------------------
+# autocast, extreme incoming gradients, rows as given, no finite differences
+# ---------------------------------------------------------------------------------------------
+
+
+class MatMul(torch.autograd.Function):
+    """z = x w; dz/dx = g wᵀ, dz/dw = xᵀ g, each in its input's dtype (under autocast g is bfloat16 or float16)."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, w):
+        return x @ w
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(*inputs)
+        ctx.save_for_forward(*inputs)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, w = ctx.saved_tensors
+        need = ctx.needs_input_grad
+        return (grad @ w.t()).to(x.dtype) if need[0] else None, (x.t() @ grad).to(w.dtype) if need[1] else None
+
+    @staticmethod
+    def jvp(ctx, tx, tw):
+        x, w = ctx.saved_tensors
+        return (0 if tx is None else tx @ w) + (0 if tw is None else x @ tw)
+
+
+class NoCastBack(MatMul):
+    @staticmethod
+    def backward(ctx, grad):
+        x, w = ctx.saved_tensors
+        need = ctx.needs_input_grad
+        return grad @ w.t() if need[0] else None, x.t() @ grad if need[1] else None  # the mistake: no cast back
+
+
+def test_the_autocast_column_catches_a_backward_that_does_not_cast_back_and_only_that():
+    sample = [(X, torch.randn(4, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64))]
+    options = dict(dtypes=(torch.float32,), variants=())
+    assert check_function(MatMul.apply, sample, torch.matmul, **options).ok
+    report = check_function(NoCastBack.apply, sample, torch.matmul, **options)
+    assert report.failed_checks() == {"shapes_ac"}, str(report)
+    assert ("under autocast: NoCastBack.backward gradient 0 has dtype torch.bfloat16, its input torch.float32 "
+            "(autograd casts it silently)") in report[("(3, 4) (4, 2) float32", "shapes_ac")].message
+    assert "(3, 4) (4, 2) float64" not in report.statuses("shapes_ac")  # NOTE: autocast leaves float64 alone
+
+
+def test_extreme_incoming_gradients_show_how_backward_passes_inf_and_nan_on():
+    # NOTE: handgrad's own relu, whose documented difference this is: grad · mask, where torch selects
+    away = [(X.sign() * (X.abs() + 0.2),)]  # |x| ≥ 0.2, away from the kink
+    options = dict(function=hfn.ReLU, dtypes=(torch.float32,), variants=())
+    assert check_function(relu, away, F.relu, **options).ok
+    report = check_function(relu, away, F.relu, extreme_upstream=True, **options)
+    # inf · 0 = NaN where x < 0; torch's relu backward selects, and gives 0 there
+    assert report.failed_checks() == {"grad"}, str(report)
+    assert "hand nan, reference 0" in report[("(3, 4) float64", "grad")].message
+
+
+def test_samples_as_given_keep_their_dtypes_and_numerical_false_compares_with_the_reference_only():
+    mixed = {"mixed": (X.float(), W.half(), B)}
+    report = check_function(Bilinear.apply, mixed, bilinear, as_given=True)
+    assert report.rows == ["mixed"]
+    ran = {r.check for r in report.results}
+    assert ran == {"grad", "fwd_ad", "shapes", "shapes_ac", "needs_grad", "values", "saved"}, ran
+    # Bilinear never casts its gradients back: on mixed dtypes x's gradient comes back in float64
+    assert report.failed_checks() == {"shapes"}, str(report)
+    assert "Bilinear.backward gradient 0 has dtype torch.float64, its input torch.float32" in str(report)
+
+    report = check_function(Softplus.apply, {"x": (X,)}, F.softplus, as_given=True)
+    assert report.ok and {"gradgrad", "batched", "undef"} <= {r.check for r in report.results}, str(report)
+
+    report = check_function(WrongSign.apply, ONE, F.softplus, numerical=False, dtypes=(), variants=())
+    assert report.failed_checks() == {"grad"} and "numerical" not in str(report), str(report)
+    assert "grad of input 0[" in report[("(3, 4) float64", "grad")].message and ", reference -" in str(report)
+
+
+class WinnerTakesAll(hfn.Maximum):
+    @staticmethod
+    def backward(ctx, grad):
+        a, b = ctx.saved_tensors
+        need = ctx.needs_input_grad  # the mistake: a tie gives a the whole gradient, not half
+        return grad * (a >= b).to(grad.dtype) if need[0] else None, grad * (a < b).to(grad.dtype) if need[1] else None
+
+
+def test_a_zero_tolerance_is_exact_and_lower_precisions_are_judged_element_by_element():
+    ties = [(torch.tensor([1.0, 2.0, -3.0], dtype=torch.float64), torch.tensor([1.0, 0.0, -3.0], dtype=torch.float64))]
+    options = dict(numerical=False, dtypes=(torch.float32,), variants=(), tolerances=dict.fromkeys(TOLERANCES, (0.0, 0.0)))
+    assert check_function(maximum, ties, torch.maximum, function=hfn.Maximum, **options).ok  # handgrad's own
+    report = check_function(WinnerTakesAll.apply, ties, torch.maximum, **options)
+    assert report.failed_checks() == {"grad"} and "(off by infx the tolerance rtol=0, atol=0)" in str(report), str(report)
+
+    class NaiveSigmoid(torch.autograd.Function):
+        """1 / (1 + e^-x): e^-x overflows float16 below x = -11.1, so the left tail underflows to 0."""
+
+        @staticmethod
+        def forward(x):
+            return 1 / (1 + torch.exp(-x))
+
+        @staticmethod
+        def setup_context(ctx, inputs, output):
+            ctx.save_for_backward(output)
+
+        @staticmethod
+        def backward(ctx, grad):
+            (y,) = ctx.saved_tensors
+            return grad * y * (1 - y)
+
+    tail = [(torch.linspace(-17, -11, 25, dtype=torch.float64),)]
+    options = dict(dtypes=(torch.float16,), variants=(), checks=("values",), tolerances={torch.float16: (1e-2, 0.0)})
+    # NOTE: float16's own sigmoid is 44% off at -17 (a subnormal); one slack for the whole tensor
+    # (4 x 44 = 176x the tolerance) would forgive the 0 at -15.25 too, 100x the tolerance off
+    assert check_function(torch.sigmoid, tail, torch.sigmoid, **options).ok
+    report = check_function(NaiveSigmoid.apply, tail, torch.sigmoid, **options)
+    assert report.failed_checks() == {"values"}, str(report)
+    assert "out[7]: hand 0, reference 2.3823691e-07 (off by 100x" in report[("(25,) float16", "values")].message
