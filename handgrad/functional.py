@@ -12,9 +12,10 @@ or a test switches implementation with one argument and never branches on which 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from numbers import Number
 from types import SimpleNamespace
+from typing import Union
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +36,10 @@ __all__ = [
     "get_ops",
     "OP_NAMES",
 ]
+
+Tensor = torch.Tensor
+#: what the binary gates take: a tensor or a real Python number
+Operand = Union[torch.Tensor, float, int]
 
 _is_compiling = torch.compiler.is_compiling
 # NOTE: value checks (target range) read data, which vmap cannot do per sample; skip them there.
@@ -120,19 +125,19 @@ def _binary(op: str, a, b) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def add(a, b):
+def add(a: Operand, b: Operand) -> Tensor:
     """a + b with broadcasting; either operand may be a Python number."""
     _binary("add", a, b)
     return _apply("Add", a, b)
 
 
-def mul(a, b):
+def mul(a: Operand, b: Operand) -> Tensor:
     """a * b with broadcasting; either operand may be a Python number."""
     _binary("mul", a, b)
     return _apply("Mul", a, b)
 
 
-def maximum(a, b):
+def maximum(a: Tensor, b: Tensor) -> Tensor:
     """Elementwise max(a, b) of two tensors that broadcast; ties split the gradient as torch does."""
     _check_float("maximum", "a", a)
     _check_float("maximum", "b", b)
@@ -142,19 +147,19 @@ def maximum(a, b):
     return _apply("Maximum", a, b)
 
 
-def relu(x):
+def relu(x: Tensor) -> Tensor:
     """max(x, 0), with relu'(0) = 0."""
     _check_float("relu", "x", x)
     return _apply("ReLU", x)
 
 
-def sigmoid(x):
+def sigmoid(x: Tensor) -> Tensor:
     """1 / (1 + e^-x), computed without overflow for any finite x."""
     _check_float("sigmoid", "x", x)
     return _apply("Sigmoid", x)
 
 
-def affine(x, weight, bias=None):
+def affine(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """x Wᵀ + b: x (..., in), weight (out, in), bias (out,) or None; the ``F.linear`` layout."""
     _check_float("affine", "x", x)
     _check_float("affine", "weight", weight)
@@ -190,7 +195,7 @@ def _check_affine_dtypes(x, weight, bias) -> None:
         )
 
 
-def l2_penalty(weights, lam: float):
+def l2_penalty(weights: Tensor | Iterable[Tensor], lam: float) -> Tensor:
     """λ/2 Σ ‖W‖² over one tensor or a sequence of tensors; one op, backward λW."""
     if isinstance(weights, torch.Tensor):
         weights = (weights,)
@@ -208,7 +213,7 @@ def l2_penalty(weights, lam: float):
     return _apply("L2Penalty", float(lam), *weights)
 
 
-def cross_entropy(logits, target):
+def cross_entropy(logits: Tensor, target: Tensor) -> Tensor:
     """Mean softmax cross-entropy of logits (N, C) or (C,) against class indices (N,) or ()."""
     _check_float("cross_entropy", "logits", logits)
     if not isinstance(target, torch.Tensor):
@@ -240,7 +245,7 @@ def cross_entropy(logits, target):
     return _apply("CrossEntropy", logits, target)
 
 
-def mse_loss(pred, target):
+def mse_loss(pred: Tensor, target: Tensor) -> Tensor:
     """Mean squared error mean((pred - target)²); the shapes must match."""
     _check_float("mse_loss", "pred", pred)
     _check_float("mse_loss", "target", target)
