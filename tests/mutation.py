@@ -126,7 +126,7 @@ CATALOGUE: list[Mutant] = [
        "forward mode drops the weight tangent", _ops("affine")),
     _m("affine-saves-nothing-for-dw", F, "        ctx.save_for_backward(x if need_w else None, weight if need_x else None)",
        "        ctx.save_for_backward(x, weight)", "keeps the input alive for nothing (memory)",
-       ("tests/test_bench.py", "-k", "saved")),
+       ("tests/test_torch_semantics.py", "-k", "saves")),
     # ---- L2 penalty ------------------------------------------------------------------------
     _m("l2-half-lambda", F, "        scale = grad * ctx.lam\n", "        scale = grad * ctx.lam / 2\n",
        "λ/2 W instead of λ W", _ops("l2_penalty")),

@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import handgrad as hg
 from handgrad.check import CASES, run_check
@@ -172,3 +173,30 @@ def test_mixed_dtype_gradients_keep_each_inputs_dtype_when_backward_is_called_di
         if case.label.startswith("mixed dtypes"):
             cells = run_check(case, "shapes"), run_check(case, "shapes_ac")
             assert [r.status for r in cells] == ["ok", "ok"], (case.name, cells)
+
+
+# ---------------------------------------------------------------------------------------------
+# memory: a hand op keeps no more alive for backward than the native op does
+# ---------------------------------------------------------------------------------------------
+
+
+def _saved_bytes(fn, *args) -> int:
+    """Bytes of the distinct storages ``fn`` saves for backward (seen through saved_tensors_hooks)."""
+    storages = {}
+
+    def pack(t):
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn(*args)
+    return sum(storages.values())
+
+
+@pytest.mark.parametrize("needs", ["x", "weight", "x and weight"])
+def test_affine_saves_no_more_than_linear_whichever_gradients_are_needed(needs):
+    # NOTE: a frozen weight (fine-tuning, a probe) needs no dW, so neither op may keep x alive for it
+    x = torch.randn(64, 32, requires_grad="x" in needs)
+    weight = torch.randn(16, 32, requires_grad="weight" in needs)
+    bias = torch.randn(16, requires_grad=True)
+    assert _saved_bytes(hg.affine, x, weight, bias) <= _saved_bytes(F.linear, x, weight, bias)
