@@ -113,17 +113,19 @@ class Processes:
         n = y.shape[0]
         first, stop = rows_of(n, self.rank, self.world)
         self.share = (stop - first) / n
-        if stop == first:
-            # NOTE: every process must run forward and backward for DDP's all-reduce; weight 0 adds nothing
-            return x[:1], y[:1], 0.0
-        return x[first:stop], y[first:stop], self.world * (stop - first) / n
+        mine = self._mine(n)
+        return x[mine], y[mine], self.world * self.share
 
     def local_targets(self, y: torch.Tensor) -> torch.Tensor:
         """The targets of this process's rows of a global batch: what its logits (from :meth:`objective`) belong to."""
-        if not self.launched:
-            return y
-        first, stop = rows_of(y.shape[0], self.rank, self.world)
-        return y[first:stop] if stop > first else y[:1]
+        return y[self._mine(y.shape[0])] if self.launched else y
+
+    def _mine(self, n: int) -> slice:
+        """The rows this process runs of a global batch of ``n``: its own, or one borrowed row when it has none."""
+        first, stop = rows_of(n, self.rank, self.world)
+        # NOTE: every process must run forward and backward for DDP's all-reduce; a borrowed row
+        # gets weight share = 0 in :meth:`rows`, so it adds nothing
+        return slice(first, stop) if stop > first else slice(0, 1)
 
     def agree(self, check: torch.Tensor, loss: torch.Tensor) -> tuple[bool, torch.Tensor]:
         """(is ``check`` finite on every process, the global batch's loss Σ_r (b_r/B) L_r), in one all-reduce.
