@@ -1,0 +1,142 @@
+"""Every private torch API handgrad uses, behind one small module.
+
+Each name here wraps one private attribute or function of torch. The rest of handgrad calls these
+wrappers and never touches a private torch name itself, so the day a torch release renames or
+drops one, the failure is here, with a message that names the missing API and the running torch
+version, instead of somewhere far from its cause. ``tests/test_compat.py`` exercises each wrapper.
+
+Two kinds of wrapper:
+
+- *optional*: handgrad has a fallback where torch lacks the API (a slower path, or a check that
+  reports it cannot run); the wrapper returns the fallback.
+- *required*: handgrad cannot do the job without it; the wrapper raises :class:`MissingTorchAPI`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+__all__ = [
+    "MissingTorchAPI",
+    "transforms_active",
+    "any_autocast_enabled",
+    "undefined_grad",
+    "forward_class",
+    "is_custom_function_node",
+    "input_metadata",
+    "saved_attribute",
+    "saved_attribute_names",
+    "event_file_writer",
+]
+
+
+class MissingTorchAPI(RuntimeError):
+    """A private torch API handgrad needs is missing from the running torch."""
+
+    def __init__(self, api: str, needed_for: str):
+        super().__init__(
+            f"handgrad needs {api} for {needed_for}, and torch {torch.__version__} does not have it; "
+            "use a torch release in handgrad's supported range (see docs/compatibility.md)."
+        )
+        self.api = api
+
+
+# ---------------------------------------------------------------------------------------------
+# dispatch state (called on every op call: these must stay cheap)
+# ---------------------------------------------------------------------------------------------
+
+_transforms_active = getattr(torch._C, "_are_functorch_transforms_active", None)
+
+
+def transforms_active() -> bool:
+    """True inside a ``torch.func`` transform (vmap, grad, jvp, ...).
+
+    Optional: without the private probe, handgrad assumes a transform may be active, which costs
+    speed (the slower setup_context form of each op) but never correctness.
+    """
+    if _transforms_active is None:
+        return True
+    return _transforms_active()
+
+
+_any_autocast = getattr(torch._C, "_is_any_autocast_enabled", None)
+
+
+def any_autocast_enabled() -> bool:
+    """True when autocast is on for any device type: one cheap call that lets the common case skip the rest.
+
+    Optional: without it every op call takes the full per-device check (correct, a little slower).
+    """
+    if _any_autocast is None:
+        return True
+    return _any_autocast()
+
+
+# ---------------------------------------------------------------------------------------------
+# autograd graph internals (the checker and the graph pictures read them)
+# ---------------------------------------------------------------------------------------------
+
+
+def undefined_grad():
+    """torch's ``UndefinedGrad`` Function (an undefined incoming gradient), or None where torch lacks it.
+
+    Optional: the checker's ``undef`` column reports that it cannot run instead of failing.
+    """
+    functions = getattr(torch._C, "_functions", None)
+    return getattr(functions, "UndefinedGrad", None)
+
+
+def forward_class(node) -> type | None:
+    """The ``autograd.Function`` class whose backward ``node`` is, or None for a built-in node."""
+    return getattr(node, "_forward_cls", None)
+
+
+def is_custom_function_node(node) -> bool:
+    """True when ``node`` is the backward node of a Python ``autograd.Function``."""
+    return forward_class(node) is not None
+
+
+def input_metadata(node) -> list | None:
+    """Shape, dtype and device of each input of a backward node (its forward's outputs), or None.
+
+    Optional: where torch lacks it, callers fall back to the outputs they hold themselves.
+    """
+    return getattr(node, "_input_metadata", None)
+
+
+_SAVED_PREFIX = "_saved_"
+
+
+def saved_attribute_names(node) -> list[str]:
+    """The names (without torch's ``_saved_`` prefix) of what a built-in backward node saved."""
+    return [a[len(_SAVED_PREFIX):] for a in dir(node) if a.startswith(_SAVED_PREFIX)]
+
+
+def saved_attribute(node, name: str) -> Any:
+    """What a built-in backward node saved under ``name`` (``self``, ``other``, ``dim``, ...).
+
+    None where the node has no such attribute or an earlier backward freed it.
+    """
+    try:
+        return getattr(node, _SAVED_PREFIX + name, None)
+    except (RuntimeError, ValueError):  # NOTE: freed by an earlier backward
+        return None
+
+
+# ---------------------------------------------------------------------------------------------
+# TensorBoard
+# ---------------------------------------------------------------------------------------------
+
+
+def event_file_writer(writer):
+    """The event-file writer behind a ``torch.utils.tensorboard.SummaryWriter``.
+
+    Required by the monitor's one-event-per-step writing (``add_summary`` with many values): about
+    7 µs a value instead of about 150 µs for one ``add_scalar`` call each.
+    """
+    get = getattr(writer, "_get_file_writer", None)
+    if get is None:
+        raise MissingTorchAPI("SummaryWriter._get_file_writer", "writing a step's statistics as one event")
+    return get()

@@ -1,0 +1,94 @@
+"""handgrad.compat: each private torch API handgrad uses, exercised by name on the running torch."""
+
+import pytest
+import torch
+from torch.utils.tensorboard import SummaryWriter
+
+from handgrad import compat
+
+
+class _Double(torch.autograd.Function):
+    @staticmethod
+    def forward(x):
+        return 2 * x
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
+
+    @staticmethod
+    def backward(ctx, g):
+        return 2 * g
+
+
+def test_transforms_active_is_false_outside_and_true_inside_vmap():
+    assert compat.transforms_active() is False
+    seen = []
+    torch.func.vmap(lambda x: seen.append(compat.transforms_active()) or x)(torch.zeros(2))
+    assert seen == [True]
+
+
+def test_any_autocast_enabled_follows_autocast():
+    assert compat.any_autocast_enabled() is False
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert compat.any_autocast_enabled() is True
+
+
+def test_undefined_grad_is_a_function_that_makes_undefined_gradients():
+    undefined = compat.undefined_grad()
+    assert undefined is not None
+    x = torch.ones(2, requires_grad=True)
+    y = undefined()(x * 1)
+    y.sum().backward()
+    assert x.grad is None or torch.all(x.grad == 0)
+
+
+def test_forward_class_and_custom_node():
+    x = torch.ones(2, requires_grad=True)
+    custom = _Double.apply(x).grad_fn
+    builtin = (x * 3).grad_fn
+    assert compat.forward_class(custom) is _Double
+    assert compat.is_custom_function_node(custom) and not compat.is_custom_function_node(builtin)
+    assert compat.forward_class(builtin) is None
+
+
+def test_input_metadata_describes_the_forward_outputs():
+    x = torch.ones(2, 3, dtype=torch.float64, requires_grad=True)
+    metas = compat.input_metadata(_Double.apply(x).grad_fn)
+    assert metas is not None and tuple(metas[0].shape) == (2, 3) and metas[0].dtype == torch.float64
+
+
+def test_saved_attributes_of_a_builtin_node():
+    a = torch.randn(3, requires_grad=True)
+    b = torch.randn(3, requires_grad=True)
+    node = (a * b).grad_fn
+    assert {"self", "other"} <= set(compat.saved_attribute_names(node))
+    assert torch.equal(compat.saved_attribute(node, "other"), b)
+    assert compat.saved_attribute(node, "no_such_thing") is None
+
+
+def test_saved_attribute_freed_by_backward_is_none():
+    a = torch.randn(3, requires_grad=True)
+    b = torch.randn(3, requires_grad=True)
+    y = (a * b).sum()
+    node = y.grad_fn.next_functions[0][0]
+    y.backward()
+    assert compat.saved_attribute(node, "other") is None
+
+
+def test_event_file_writer(tmp_path):
+    writer = SummaryWriter(tmp_path)
+    try:
+        assert hasattr(compat.event_file_writer(writer), "add_summary")
+    finally:
+        writer.close()
+
+
+def test_missing_api_names_the_api_and_the_torch_version():
+    class NoWriter:
+        pass
+
+    with pytest.raises(compat.MissingTorchAPI) as info:
+        compat.event_file_writer(NoWriter())
+    message = str(info.value)
+    assert "SummaryWriter._get_file_writer" in message and torch.__version__ in message
