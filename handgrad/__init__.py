@@ -5,37 +5,17 @@
 >>> w = torch.randn(2, 3, requires_grad=True)
 >>> hg.relu(hg.affine(x, w)).sum().backward()
 >>> layer = hg.nn.Affine(3, 2)                      # modules: nn.Linear's arguments, ops="hand"
+
+Every op (``hg.add``, ``hg.relu``, ...) is declared once in :mod:`handgrad.functional` and
+exported here by the ops registry (:mod:`handgrad.registry`), which also exports ops declared later.
 """
 
-from . import functions, nn
-from .functional import (
-    OP_NAMES,
-    add,
-    affine,
-    cross_entropy,
-    get_ops,
-    l2_penalty,
-    maximum,
-    mse_loss,
-    mul,
-    relu,
-    sigmoid,
-)
+from . import functional, functions, nn, registry  # noqa: F401 - functional: importing it declares the ops
+from .registry import OP_NAMES, get_ops
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "OP_NAMES",
-    "add",
-    "affine",
-    "cross_entropy",
-    "functions",
-    "get_ops",
-    "l2_penalty",
-    "maximum",
-    "mse_loss",
-    "mul",
-    "nn",
-    "relu",
-    "sigmoid",
-]
+# NOTE: every declared op joins __all__ (registry.publish below), so declaring one is one place.
+__all__ = ["OP_NAMES", "functions", "get_ops", "nn", "registry"]
+
+registry.publish(globals())

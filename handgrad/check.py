@@ -39,11 +39,11 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from . import functions as fn
+from . import registry
 from .functional import get_ops
 from .testing import TOLERANCES, Result, _device, _first_line, _table, _Usage, check_function, cli_function
 
-__all__ = ["Case", "CASES", "CHECKS", "COLUMNS", "run_case", "run_check", "main"]
+__all__ = ["Case", "CASES", "CHECKS", "COLUMNS", "cases_of", "run_case", "run_check", "main"]
 
 #: column -> (the row's float dtype, compared with get_ops("native")?, the engine's checks it gathers)
 COLUMNS: dict[str, tuple[torch.dtype, bool, tuple[str, ...]]] = {
@@ -105,8 +105,8 @@ class Case:
         return getattr(ops, self.op)(*inputs)
 
     def function(self) -> type[torch.autograd.Function]:
-        """The op's Function, whose declarations (jvp, vmap rule) decide which checks run."""
-        return _FUNCTION_OF[self.op]
+        """The op's Function (from its declaration), whose own declarations (jvp, vmap rule) decide which checks run."""
+        return registry.spec_of(self.op).function
 
     def skip_reason(self, check: str) -> str | None:
         """Why ``check`` does not apply to this row, or None when it does."""
@@ -159,13 +159,6 @@ def _with_extreme_upstream(case: Case) -> Case:
     reason = _UPSTREAM_DIFFERENCES.get(case.op)
     skip = case.skip + tuple((k, reason) for k in _PARITY if reason)
     return replace(case, label=f"{case.label}, inf/NaN upstream", extreme_upstream=True, skip=skip)
-
-
-_FUNCTION_OF = {
-    "add": fn.Add, "mul": fn.Mul, "maximum": fn.Maximum, "relu": fn.ReLU, "sigmoid": fn.Sigmoid,
-    "affine": fn.Affine, "l2_penalty": fn.L2Penalty, "cross_entropy": fn.CrossEntropy,
-    "mse_loss": fn.MSELoss,
-}
 
 
 def _pair(sa, sb, **kw):
@@ -404,7 +397,12 @@ def _mixed_dtype_cases() -> list[Case]:
 
 
 CASES: list[Case] = _build_cases()
-_NATIVE = get_ops("native")
+_NATIVE = get_ops("native")  # NOTE: one live namespace: it holds ops declared after this import too
+
+
+def cases_of(op: str) -> list[Case]:
+    """The rows for ``op``: its rows in :data:`CASES`, or for an op the table does not know, one row of its declared sample."""
+    return [c for c in CASES if c.op == op] or [Case(op, "sample", registry.spec_of(op).sample)]
 
 # ---------------------------------------------------------------------------------------------
 # the checks: the engine's, one call per (dtype, reference) a case needs
@@ -503,7 +501,7 @@ def _parse(argv):
     parser.add_argument("--op", nargs="+", metavar="NAME", help="only these ops (default: all)")
     parser.add_argument("--verbose", action="store_true", help="one line per case as well")
     args = parser.parse_args(argv)
-    names = list(dict.fromkeys(c.op for c in CASES))
+    names = list(registry.OP_NAMES)
     if args.op:
         unknown = [n for n in args.op if n not in names]
         if unknown:
@@ -537,7 +535,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, names, device = _parse(argv)
     rows, results = [], []  # results: (case, Result) for every cell
     for name in names:
-        cases = [c for c in CASES if c.op == name]
+        cases = cases_of(name)
         column: dict[str, list[Result]] = {k: [] for k in CHECKS}
         for case in cases:
             for k, res in run_case(case, str(device)).items():

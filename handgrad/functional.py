@@ -1,10 +1,12 @@
-"""The lowercase API: validated calls into the hand-written ops, and ``get_ops``.
+"""The lowercase API: every op's one declaration, and ``get_ops``.
 
-Each function checks its arguments (one clear ``TypeError``/``ValueError`` naming the op, the
-argument and the shapes or dtypes), then calls its ``autograd.Function`` in one of three forms
-built from the same static methods: the op itself under ``torch.func`` transforms, its twin
-without ``jvp`` inside ``torch.compile`` (:func:`handgrad.twins.compile_twin`), and otherwise
-its ctx-first twin, which has the least per-call overhead (:func:`handgrad.twins.fast_twin`).
+Each op below is declared once (:func:`handgrad.registry.op`): its Function, its native PyTorch
+counterpart, its label in graph pictures, and a function that checks the arguments (one clear
+``TypeError``/``ValueError`` naming the op, the argument and the shapes or dtypes) and returns what
+the Function's ``apply`` takes. The decorator turns that function into the op: checks, then the
+Function in one of three forms built from the same static methods (:func:`handgrad.twins.apply`):
+the op itself under ``torch.func`` transforms, its twin without ``jvp`` inside ``torch.compile``,
+and otherwise its ctx-first twin, which has the least per-call overhead.
 
 ``get_ops("hand")`` and ``get_ops("native")`` return namespaces with the same names, so a model
 or a test switches implementation with one argument and never branches on which it got.
@@ -14,158 +16,125 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from numbers import Number
-from types import SimpleNamespace
 from typing import Union
 
 import torch
 import torch.nn.functional as F
 
-from . import twins
+from . import functions as fn
+from . import registry
+from .arguments import check_broadcast, check_float, check_operand, check_same_device, describe
 from .autocast import autocast_dtype_of
+from .compat import transforms_active
+from .registry import OP_NAMES, ApplyArgs, get_ops, op
 
-__all__ = [
-    "add",
-    "mul",
-    "maximum",
-    "relu",
-    "sigmoid",
-    "affine",
-    "l2_penalty",
-    "cross_entropy",
-    "mse_loss",
-    "get_ops",
-    "OP_NAMES",
-]
+# NOTE: every declared op joins __all__ (registry.publish at the end), so declaring one is one place.
+__all__ = ["get_ops", "OP_NAMES"]
 
 Tensor = torch.Tensor
 #: what the binary gates take: a tensor or a real Python number
 Operand = Union[torch.Tensor, float, int]
 
 _is_compiling = torch.compiler.is_compiling
-# NOTE: value checks (target range) read data, which vmap cannot do per sample; skip them there.
-_transforms_active = torch._C._are_functorch_transforms_active
 
 
-def _apply(name: str, *args):
-    """Call op ``name`` in the form that suits the context (see :mod:`handgrad.twins`)."""
-    # NOTE: looked up by name: Dynamo traces a constant-string dict lookup without a break.
-    if _is_compiling():
-        return twins.COMPILED[name].apply(*args)
-    if _transforms_active():
-        return twins.FUNCTIONS[name].apply(*args)
-    return twins.FAST[name].apply(*args)
-
-
-# ---------------------------------------------------------------------------------------------
-# argument checks
-# ---------------------------------------------------------------------------------------------
-
-
-def _describe(x) -> str:
-    if isinstance(x, torch.Tensor):
-        return f"tensor of shape {tuple(x.shape)}, dtype {x.dtype}, on {x.device}"
-    return f"{type(x).__name__} {x!r}"
-
-
-def _check_float(op: str, name: str, x) -> None:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{op}: {name} must be a torch.Tensor, got {_describe(x)}.")
-    if not x.is_floating_point():
-        raise TypeError(
-            f"{op}: {name} must be a floating-point tensor (float16/bfloat16/float32/float64), "
-            f"got dtype {x.dtype}; convert it with .float()."
-        )
-
-
-def _check_operand(op: str, name: str, x) -> None:
-    if isinstance(x, torch.Tensor):
-        _check_float(op, name, x)
-    elif not isinstance(x, Number) or isinstance(x, complex):
-        raise TypeError(f"{op}: {name} must be a tensor or a real Python number, got {_describe(x)}.")
-
-
-def _check_same_device(op: str, names, *tensors) -> None:
-    """All of ``tensors`` (None entries skipped) on the first one's device.
-
-    ``tensors[i]`` is called ``names[i]`` in the message; ``names`` may be a function that returns
-    them, called only to write the message.
-    """
-    device = tensors[0].device
-    for t in tensors[1:]:
-        if t is not None and t.device != device:
-            names = names() if callable(names) else names
-            where = ", ".join(f"{n} on {t.device}" for n, t in zip(names, tensors) if t is not None)
-            raise ValueError(f"{op}: all tensors must be on one device, got {where}; move them with .to().")
-
-
-def _check_broadcast(op: str, a, b) -> None:
-    shapes = [x.shape for x in (a, b) if isinstance(x, torch.Tensor)]
+def _saved(node) -> list:
+    """What a handgrad op's node saved for backward, padded with None (all None once backward freed it)."""
     try:
-        torch.broadcast_shapes(*shapes)
-    except RuntimeError:
-        raise ValueError(
-            f"{op}: shapes {tuple(shapes[0])} and {tuple(shapes[1])} do not broadcast "
-            "(trailing dimensions must be equal or 1)."
-        ) from None
+        return list(node.saved_tensors) + [None] * 3
+    except RuntimeError:  # NOTE: "saved tensors ... have already been freed"
+        return [None] * 3
 
 
-def _binary(op: str, a, b) -> None:
-    _check_operand(op, "a", a)
-    _check_operand(op, "b", b)
+def _binary(op_name: str, a, b) -> None:
+    check_operand(op_name, "a", a)
+    check_operand(op_name, "b", b)
     if not (isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor)):
-        raise TypeError(f"{op}: at least one of a and b must be a tensor, got two numbers.")
+        raise TypeError(f"{op_name}: at least one of a and b must be a tensor, got two numbers.")
     if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
-        _check_same_device(op, ("a", "b"), a, b)
+        check_same_device(op_name, ("a", "b"), a, b)
         if a.shape != b.shape:
-            _check_broadcast(op, a, b)
+            check_broadcast(op_name, a, b)
 
 
 # ---------------------------------------------------------------------------------------------
-# the ops
+# add, multiply and max gates
 # ---------------------------------------------------------------------------------------------
 
 
-def add(a: Operand, b: Operand) -> Tensor:
+@op(fn.Add, native=torch.add)
+def add(a: Operand, b: Operand) -> ApplyArgs:
     """a + b with broadcasting; either operand may be a Python number."""
     _binary("add", a, b)
-    return _apply("Add", a, b)
+    return a, b
 
 
-def mul(a: Operand, b: Operand) -> Tensor:
+def _recompute_mul(node, inputs):
+    # NOTE: the node's inputs are its tensor operands only; a number operand is in ctx.numbers.
+    slots, saved = iter(inputs), _saved(node)
+    args = [n if n is not None else next(slots, None) for n in node.numbers]
+    args = [a if a is not None else saved[i] for i, a in enumerate(args)]
+    return None if any(a is None for a in args) else args[0] * args[1]
+
+
+@op(fn.Mul, native=torch.mul, recompute=_recompute_mul)
+def mul(a: Operand, b: Operand) -> ApplyArgs:
     """a * b with broadcasting; either operand may be a Python number."""
     _binary("mul", a, b)
-    return _apply("Mul", a, b)
+    return a, b
 
 
-def maximum(a: Tensor, b: Tensor) -> Tensor:
+@op(fn.Maximum, native=torch.maximum, label="Max")
+def maximum(a: Tensor, b: Tensor) -> ApplyArgs:
     """Elementwise max(a, b) of two tensors that broadcast; ties split the gradient as torch does."""
-    _check_float("maximum", "a", a)
-    _check_float("maximum", "b", b)
-    _check_same_device("maximum", ("a", "b"), a, b)
+    check_float("maximum", "a", a)
+    check_float("maximum", "b", b)
+    check_same_device("maximum", ("a", "b"), a, b)
     if a.shape != b.shape:
-        _check_broadcast("maximum", a, b)
-    return _apply("Maximum", a, b)
+        check_broadcast("maximum", a, b)
+    return a, b
 
 
-def relu(x: Tensor) -> Tensor:
+# ---------------------------------------------------------------------------------------------
+# activations
+# ---------------------------------------------------------------------------------------------
+
+
+@op(fn.ReLU, native=torch.relu)
+def relu(x: Tensor) -> ApplyArgs:
     """max(x, 0), with relu'(0) = 0."""
-    _check_float("relu", "x", x)
-    return _apply("ReLU", x)
+    check_float("relu", "x", x)
+    return (x,)
 
 
-def sigmoid(x: Tensor) -> Tensor:
+@op(fn.Sigmoid, native=torch.sigmoid)
+def sigmoid(x: Tensor) -> ApplyArgs:
     """1 / (1 + e^-x), computed without overflow for any finite x."""
-    _check_float("sigmoid", "x", x)
-    return _apply("Sigmoid", x)
+    check_float("sigmoid", "x", x)
+    return (x,)
 
 
-def affine(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+# ---------------------------------------------------------------------------------------------
+# affine layer
+# ---------------------------------------------------------------------------------------------
+
+
+def _recompute_affine(node, inputs):
+    saved = _saved(node)
+    x = inputs[0] if inputs[0] is not None else saved[0]
+    w = inputs[1] if inputs[1] is not None else saved[1]
+    b = inputs[2] if len(inputs) > 2 else 0
+    return None if x is None or w is None or b is None else x.matmul(w.t()) + b
+
+
+@op(fn.Affine, native=F.linear, recompute=_recompute_affine)
+def affine(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> ApplyArgs:
     """x Wᵀ + b: x (..., in), weight (out, in), bias (out,) or None; the ``F.linear`` layout."""
-    _check_float("affine", "x", x)
-    _check_float("affine", "weight", weight)
+    check_float("affine", "x", x)
+    check_float("affine", "weight", weight)
     if bias is not None:
-        _check_float("affine", "bias", bias)
-    _check_same_device("affine", ("x", "weight", "bias"), x, weight, bias)
+        check_float("affine", "bias", bias)
+    check_same_device("affine", ("x", "weight", "bias"), x, weight, bias)
     if weight.dim() != 2:
         raise ValueError(f"affine: weight must be 2-d (out, in), got shape {tuple(weight.shape)}.")
     if x.dim() < 1 or x.shape[-1] != weight.shape[1]:
@@ -180,7 +149,7 @@ def affine(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
         )
     if x.dtype != weight.dtype or (bias is not None and bias.dtype != x.dtype):
         _check_affine_dtypes(x, weight, bias)
-    return _apply("Affine", x, weight, bias)
+    return x, weight, bias
 
 
 def _check_affine_dtypes(x, weight, bias) -> None:
@@ -195,35 +164,74 @@ def _check_affine_dtypes(x, weight, bias) -> None:
         )
 
 
-def l2_penalty(weights: Tensor | Iterable[Tensor], lam: float) -> Tensor:
-    """λ/2 Σ ‖W‖² over one tensor or a sequence of tensors; one op, backward λW."""
+# ---------------------------------------------------------------------------------------------
+# the L2 weight penalty
+# ---------------------------------------------------------------------------------------------
+
+
+def _native_l2_penalty(weights, lam: float):
+    if isinstance(weights, torch.Tensor):
+        weights = (weights,)
+    return sum(w.square().sum() for w in weights) * (lam / 2)
+
+
+def _recompute_l2_penalty(node, inputs):
+    weights = inputs if all(w is not None for w in inputs) else [t for t in _saved(node) if t is not None]
+    return fn.L2Penalty.forward(node.lam, *weights) if weights else None
+
+
+@op(fn.L2Penalty, native=_native_l2_penalty, label="L2", recompute=_recompute_l2_penalty)
+def l2_penalty(weights: Tensor | Iterable[Tensor], lam: float) -> ApplyArgs:
+    """λ/2 Σ ‖W‖² over one tensor or a sequence of tensors, λ ≥ 0; one op, backward λW."""
     if isinstance(weights, torch.Tensor):
         weights = (weights,)
     if not isinstance(weights, Sequence) and not hasattr(weights, "__iter__"):
-        raise TypeError(f"l2_penalty: weights must be a tensor or a sequence of tensors, got {_describe(weights)}.")
+        raise TypeError(f"l2_penalty: weights must be a tensor or a sequence of tensors, got {describe(weights)}.")
     weights = tuple(weights)
     if not weights:
         raise ValueError("l2_penalty: weights is empty; pass at least one tensor.")
     if not isinstance(lam, Number) or isinstance(lam, (bool, complex)):
-        raise TypeError(f"l2_penalty: lam must be a real Python number, got {_describe(lam)}.")
+        raise TypeError(f"l2_penalty: lam must be a real Python number, got {describe(lam)}.")
+    if not lam >= 0:  # NOTE: written so that NaN is refused too
+        raise ValueError(f"l2_penalty: lam must be ≥ 0 (a negative penalty rewards large weights), got {lam!r}.")
     if not all(isinstance(w, torch.Tensor) and w.is_floating_point() for w in weights):
         for i, w in enumerate(weights):
-            _check_float("l2_penalty", f"weights[{i}]", w)
-    _check_same_device("l2_penalty", lambda: [f"weights[{i}]" for i in range(len(weights))], *weights)
-    return _apply("L2Penalty", float(lam), *weights)
+            check_float("l2_penalty", f"weights[{i}]", w)
+    check_same_device("l2_penalty", lambda: [f"weights[{i}]" for i in range(len(weights))], *weights)
+    return (float(lam), *weights)
 
 
-def cross_entropy(logits: Tensor, target: Tensor) -> Tensor:
+# ---------------------------------------------------------------------------------------------
+# costs
+# ---------------------------------------------------------------------------------------------
+
+
+def _native_cross_entropy(logits, target):
+    return F.cross_entropy(logits, target)
+
+
+def _recompute_from_saved(function):
+    """A recompute rule for an op that saves both of its inputs: its forward on what it saved."""
+
+    def recompute(node, inputs):
+        saved = _saved(node)
+        return None if saved[0] is None or saved[1] is None else function.forward(saved[0], saved[1])
+
+    return recompute
+
+
+@op(fn.CrossEntropy, native=_native_cross_entropy, recompute=_recompute_from_saved(fn.CrossEntropy))
+def cross_entropy(logits: Tensor, target: Tensor) -> ApplyArgs:
     """Mean softmax cross-entropy of logits (N, C) or (C,) against class indices (N,) or ()."""
-    _check_float("cross_entropy", "logits", logits)
+    check_float("cross_entropy", "logits", logits)
     if not isinstance(target, torch.Tensor):
-        raise TypeError(f"cross_entropy: target must be a tensor of class indices, got {_describe(target)}.")
+        raise TypeError(f"cross_entropy: target must be a tensor of class indices, got {describe(target)}.")
     if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
         raise TypeError(
             f"cross_entropy: target must hold integer class indices (int64), got dtype {target.dtype}; "
             "class probabilities are not supported."
         )
-    _check_same_device("cross_entropy", ("logits", "target"), logits, target)
+    check_same_device("cross_entropy", ("logits", "target"), logits, target)
     if logits.dim() not in (1, 2) or tuple(target.shape) != tuple(logits.shape[:-1]):
         raise ValueError(
             f"cross_entropy: logits must be (N, C) with target (N,), or (C,) with a 0-d target; "
@@ -232,7 +240,8 @@ def cross_entropy(logits: Tensor, target: Tensor) -> Tensor:
     classes = logits.shape[-1]
     if classes == 0 and target.numel():
         raise ValueError(f"cross_entropy: logits have 0 classes, so none of the {target.numel()} targets can be valid.")
-    if target.numel() and not _transforms_active() and not _is_compiling():
+    # NOTE: value checks (target range) read data, which vmap cannot do per sample; skip them there.
+    if target.numel() and not transforms_active() and not _is_compiling():
         low, high = torch.aminmax(target)  # one pass over the targets
         low, high = low.item(), high.item()
         if low < 0 or high >= classes:
@@ -242,62 +251,25 @@ def cross_entropy(logits: Tensor, target: Tensor) -> Tensor:
             )
     if target.dtype != torch.int64:
         target = target.long()
-    return _apply("CrossEntropy", logits, target)
-
-
-def mse_loss(pred: Tensor, target: Tensor) -> Tensor:
-    """Mean squared error mean((pred - target)²); the shapes must match."""
-    _check_float("mse_loss", "pred", pred)
-    _check_float("mse_loss", "target", target)
-    _check_same_device("mse_loss", ("pred", "target"), pred, target)
-    if pred.shape != target.shape:
-        raise ValueError(
-            f"mse_loss: pred {tuple(pred.shape)} and target {tuple(target.shape)} must have the "
-            "same shape (one-hot encode class labels first)."
-        )
-    return _apply("MSELoss", pred, target)
-
-
-# ---------------------------------------------------------------------------------------------
-# hand or native
-# ---------------------------------------------------------------------------------------------
-
-OP_NAMES = (
-    "add", "mul", "maximum", "relu", "sigmoid", "affine", "l2_penalty", "cross_entropy", "mse_loss",
-)
-
-
-def _native_l2_penalty(weights, lam: float):
-    if isinstance(weights, torch.Tensor):
-        weights = (weights,)
-    return sum(w.square().sum() for w in weights) * (lam / 2)
+    return logits, target
 
 
 def _native_mse_loss(pred, target):
     return F.mse_loss(pred, target)
 
 
-def _native_cross_entropy(logits, target):
-    return F.cross_entropy(logits, target)
+@op(fn.MSELoss, native=_native_mse_loss, label="MSE", recompute=_recompute_from_saved(fn.MSELoss))
+def mse_loss(pred: Tensor, target: Tensor) -> ApplyArgs:
+    """Mean squared error mean((pred - target)²); the shapes must match."""
+    check_float("mse_loss", "pred", pred)
+    check_float("mse_loss", "target", target)
+    check_same_device("mse_loss", ("pred", "target"), pred, target)
+    if pred.shape != target.shape:
+        raise ValueError(
+            f"mse_loss: pred {tuple(pred.shape)} and target {tuple(target.shape)} must have the "
+            "same shape (one-hot encode class labels first)."
+        )
+    return pred, target
 
 
-_HAND = SimpleNamespace(
-    kind="hand",
-    add=add, mul=mul, maximum=maximum, relu=relu, sigmoid=sigmoid, affine=affine,
-    l2_penalty=l2_penalty, cross_entropy=cross_entropy, mse_loss=mse_loss,
-)
-_NATIVE = SimpleNamespace(
-    kind="native",
-    add=torch.add, mul=torch.mul, maximum=torch.maximum, relu=torch.relu, sigmoid=torch.sigmoid,
-    affine=F.linear, l2_penalty=_native_l2_penalty, cross_entropy=_native_cross_entropy,
-    mse_loss=_native_mse_loss,
-)
-
-
-def get_ops(kind: str = "hand") -> SimpleNamespace:
-    """The ops namespace: ``"hand"`` (handgrad's Functions) or ``"native"`` (PyTorch's own)."""
-    if kind == "hand":
-        return _HAND
-    if kind == "native":
-        return _NATIVE
-    raise ValueError(f"get_ops: kind must be 'hand' or 'native', got {kind!r}.")
+registry.publish(globals())

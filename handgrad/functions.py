@@ -10,10 +10,11 @@ Every class follows the same shape:
 * ``jvp(ctx, *tangents)`` is the forward-mode rule;
 * ``generate_vmap_rule = True`` lets ``torch.func.vmap`` batch the Function.
 
-The lowercase API in :mod:`handgrad.functional` validates arguments and calls ``.apply`` of the
-op, or of a twin made from the same static methods (:mod:`handgrad.twins`: ``FAST`` for plain
-eager calls, ``COMPILED`` inside ``torch.compile``); use that rather than these classes unless you
-are testing a backward directly. The autocast plumbing lives in :mod:`handgrad.autocast`.
+Each class is declared as an op once, in :mod:`handgrad.functional` (its lowercase name, argument
+checks, native counterpart and graph label: :mod:`handgrad.registry`); the lowercase op calls
+``.apply`` of the class, or of a twin made from the same static methods (:mod:`handgrad.twins`).
+Use the lowercase ops rather than these classes unless you are testing a backward directly. The
+autocast plumbing lives in :mod:`handgrad.autocast`.
 """
 
 from __future__ import annotations
@@ -26,19 +27,8 @@ import torch
 from ._grad_utils import grad_like, meta_of, sum_to_shape
 from .autocast import autocast_backward, autocast_forward, autocast_inputs, autocast_metas, cast_back
 
-__all__ = [
-    "Add",
-    "Mul",
-    "ReLU",
-    "Sigmoid",
-    "Affine",
-    "Maximum",
-    "L2Penalty",
-    "CrossEntropy",
-    "MSELoss",
-    "ALL_FUNCTIONS",
-    "sum_to_shape",
-]
+# NOTE: every op class below is exported (see the end of the module), so adding one is one class.
+__all__ = ["sum_to_shape"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -515,18 +505,4 @@ class MSELoss(_Op):
         return (terms[0] if len(terms) == 1 else terms[0] + terms[1]).mean()
 
 
-ALL_FUNCTIONS = (Add, Mul, Maximum, ReLU, Sigmoid, Affine, L2Penalty, CrossEntropy, MSELoss)
-
-
-# NOTE: the twins moved to handgrad.twins (which imports this module, so importing them here at the
-# top would be a cycle); code written against the old place, ``handgrad.functions.FAST`` and
-# friends, still finds them, the very same objects.
-_MOVED_TO_TWINS = ("fast_twin", "compile_twin", "FUNCTIONS", "FAST", "COMPILED")
-
-
-def __getattr__(name: str):
-    if name in _MOVED_TO_TWINS:
-        from . import twins
-
-        return getattr(twins, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__ += [name for name, obj in list(globals().items()) if isinstance(obj, type) and issubclass(obj, _Op) and obj is not _Op]

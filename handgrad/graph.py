@@ -53,7 +53,7 @@ import torch
 import torch.nn.functional as F
 
 from . import functional as hf
-from . import functions as fn
+from . import registry
 
 __all__ = [
     "Graph",
@@ -86,11 +86,7 @@ __all__ = [
 # op labels
 # ---------------------------------------------------------------------------------------------
 
-#: handgrad op (the class in functions.FUNCTIONS) -> label
-_HAND_LABELS = {
-    "Add": "Add", "Mul": "Mul", "Maximum": "Max", "ReLU": "ReLU", "Sigmoid": "Sigmoid", "Affine": "Affine",
-    "L2Penalty": "L2", "CrossEntropy": "CrossEntropy", "MSELoss": "MSE",
-}
+# NOTE: handgrad's own ops are labelled (and recomputed) as their declarations say: registry.spec_of_node.
 
 #: native node name without its trailing number -> label
 _NATIVE_LABELS = {
@@ -107,23 +103,11 @@ _NATIVE_LABELS = {
 }
 
 
-def _hand_op(node) -> str | None:
-    """The handgrad op a node belongs to (any of its twins), or None for other nodes."""
-    cls = getattr(node, "_forward_cls", None)
-    if cls is None:
-        return None
-    for table in (fn.FUNCTIONS, fn.FAST, fn.COMPILED):
-        for name, op in table.items():
-            if op is cls:
-                return name
-    return None
-
-
 def op_label(node) -> str:
     """A readable name for an autograd node: Mul, Add, ReLU, Affine, ... (handgrad and native alike)."""
-    hand = _hand_op(node)
+    hand = registry.spec_of_node(node)
     if hand is not None:
-        return _HAND_LABELS[hand]
+        return hand.label
     name = type(node).__name__
     if hasattr(node, "_forward_cls"):  # someone else's autograd.Function: its own class name
         return node._forward_cls.__name__
@@ -374,33 +358,6 @@ def _fill(node, inputs, attrs):
     return [v if v is not None or a is None else _attr(node, a) for v, a in zip(out, attrs)]
 
 
-def _hand_recompute(op: str, node, inputs):
-    """The output of handgrad op ``op`` from its inputs, or where one is a constant, what the node saved."""
-    saved = [None] * 3
-    try:
-        saved = list(node.saved_tensors) + [None] * 3
-    except RuntimeError:
-        pass
-    if op == "Mul":  # NOTE: slots hold the tensor operands only; a number operand is in ctx.numbers
-        slots = iter(inputs)
-        args = [n if n is not None else next(slots, None) for n in node.numbers]
-        args = [a if a is not None else saved[i] for i, a in enumerate(args)]
-        return None if any(a is None for a in args) else args[0] * args[1]
-    if op == "Affine":
-        x = inputs[0] if inputs[0] is not None else saved[0]
-        w = inputs[1] if inputs[1] is not None else saved[1]
-        b = inputs[2] if len(inputs) > 2 else 0
-        return None if x is None or w is None or b is None else x.matmul(w.t()) + b
-    if op == "L2Penalty":
-        weights = inputs if all(w is not None for w in inputs) else [t for t in saved if t is not None]
-        return fn.L2Penalty.forward(node.lam, *weights) if weights else None
-    if op in ("CrossEntropy", "MSELoss"):
-        return None if saved[0] is None or saved[1] is None else fn.FUNCTIONS[op].forward(saved[0], saved[1])
-    if any(v is None for v in inputs):
-        return None
-    return {"Add": torch.add, "Maximum": torch.maximum, "ReLU": torch.relu, "Sigmoid": torch.sigmoid}[op](*inputs)
-
-
 _REDUCTIONS = {0: "none", 1: "mean", 2: "sum"}
 
 
@@ -447,9 +404,9 @@ _RECOMPUTE = {
 def _recompute(node, inputs):
     """The output of ``node`` from its inputs' values, or None where that is not known."""
     try:
-        hand = _hand_op(node)
+        hand = registry.spec_of_node(node)
         if hand is not None:
-            return _hand_recompute(hand, node, inputs)
+            return hand.recompute(node, inputs)
         rule = _RECOMPUTE.get(type(node).__name__)
         if rule is None:
             return None

@@ -75,7 +75,14 @@ class Affine(nn.Module):
 class _Activation(nn.Module):
     name = ""
 
-    def __init__(self, *, ops: Ops = "hand") -> None:
+    def __init__(self, *args, ops: Ops = "hand", **kwargs) -> None:
+        if args or kwargs:
+            # NOTE: Python's own message would name _Activation.__init__, which the user never wrote.
+            got = ", ".join([*map(repr, args), *(f"{k}={v!r}" for k, v in kwargs.items())])
+            name = type(self).__name__
+            meant = args[0] if len(args) == 1 and isinstance(args[0], str) else "native"
+            raise TypeError(f"{name} takes only the keyword ops, got {got}; the signature is {name}(*, ops='hand'): "
+                            f"pass ops by keyword, {name}(ops={meant!r}).")
         super().__init__()
         self.ops = resolve_ops(ops)
         self.fn = getattr(self.ops, self.name)

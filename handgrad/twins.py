@@ -1,9 +1,10 @@
 """Twins of each op: the same static methods, packaged for plain eager calls and for torch.compile.
 
-The lowercase API (:mod:`handgrad.functional`) picks one form per call: the op itself under
+Every lowercase op calls :func:`apply`, which picks one form per call: the op itself under
 ``torch.func`` transforms (``FUNCTIONS``), its ctx-first twin in plain eager code (``FAST``), and
 its twin without ``jvp`` inside ``torch.compile`` (``COMPILED``). Twins are derived, never written
-by hand, so a fix to an op's ``backward`` reaches every form.
+by hand, so a fix to an op's ``backward`` reaches every form. The three tables are filled by the
+ops registry (:mod:`handgrad.registry`) when an op is declared, keyed by its Function's class name.
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ import inspect
 
 import torch
 
-from .functions import ALL_FUNCTIONS, _Op
+from .compat import transforms_active
+from .functions import _Op
 
-__all__ = ["fast_twin", "compile_twin", "FUNCTIONS", "FAST", "COMPILED"]
+__all__ = ["fast_twin", "compile_twin", "FUNCTIONS", "FAST", "COMPILED", "add_twins", "remove_twins", "apply"]
 
 
 def _twin(cls: type, suffix: str, base: type, body: dict) -> type[torch.autograd.Function]:
@@ -61,8 +63,35 @@ def compile_twin(cls: type[torch.autograd.Function]) -> type[torch.autograd.Func
 
 
 #: name -> the op itself (setup_context style, with jvp): what runs under torch.func transforms.
-FUNCTIONS = {cls.__name__: cls for cls in ALL_FUNCTIONS}
+FUNCTIONS: dict[str, type[torch.autograd.Function]] = {}
 #: name -> its ctx-first twin: what the lowercase API runs in plain eager mode (the fast path).
-FAST = {name: fast_twin(cls) for name, cls in FUNCTIONS.items()}
+FAST: dict[str, type[torch.autograd.Function]] = {}
 #: name -> its jvp-free twin: what the lowercase API runs inside torch.compile.
-COMPILED = {name: compile_twin(cls) for name, cls in FUNCTIONS.items()}
+COMPILED: dict[str, type[torch.autograd.Function]] = {}
+
+
+def add_twins(cls: type[torch.autograd.Function]) -> str:
+    """Put ``cls`` and its two twins in the tables, under its class name (returned)."""
+    name = cls.__name__
+    FUNCTIONS[name], FAST[name], COMPILED[name] = cls, fast_twin(cls), compile_twin(cls)
+    return name
+
+
+def remove_twins(name: str) -> None:
+    """Take the op ``name`` (a class name) and its twins out of the tables."""
+    for table in (FUNCTIONS, FAST, COMPILED):
+        table.pop(name, None)
+
+
+_is_compiling = torch.compiler.is_compiling
+
+
+def apply(name: str, *args):
+    """Call op ``name`` (a class name) in the form that suits the context: compiled, transformed or eager."""
+    # NOTE: looked up by name at every call: Dynamo traces a constant-string dict lookup without a
+    # break, and a test that swaps a table entry (a deliberately broken twin) is seen at once.
+    if _is_compiling():
+        return COMPILED[name].apply(*args)
+    if transforms_active():
+        return FUNCTIONS[name].apply(*args)
+    return FAST[name].apply(*args)

@@ -20,6 +20,7 @@ from tensorboard.plugins.custom_scalar import layout_pb2
 import handgrad
 import train
 from handgrad import functions as fn
+from handgrad import twins
 from handgrad.functional import get_ops
 from handgrad.monitor import HIST_BINS, LogSchedule, Monitor
 from models.mlp import MLP
@@ -323,7 +324,7 @@ def test_compare_charts_with_correct_ops(tmp_path):
 
 
 def test_a_broken_backward_shows_in_the_compare_charts_at_step_1(tmp_path, monkeypatch):
-    monkeypatch.setitem(fn.FAST, "ReLU", fn.fast_twin(BrokenReLU))
+    monkeypatch.setitem(twins.FAST, "ReLU", twins.fast_twin(BrokenReLU))
     logdir = tmp_path / "broken"
     with pytest.raises(train.TrainError) as info:
         train.main(_compare_args(logdir, tmp_path))

@@ -16,6 +16,7 @@ import torch
 import train
 from handgrad import checkpoint as ckpt_module
 from handgrad import functions as fn
+from handgrad import twins
 from handgrad.checkpoint import CheckpointError
 from handgrad.data import load_mnist
 from handgrad.functional import get_ops
@@ -171,7 +172,7 @@ class BrokenReLU(fn.ReLU):
 def test_compare_mode_passes_with_correct_ops_and_fails_with_a_broken_one(mnist_dir, tmp_path, monkeypatch):
     out = run(["--ops", "compare", "--epochs", "1", "--limit-train", "640"], mnist_dir, tmp_path)
     assert max(out["compare_worst"].values()) < 1e-4
-    monkeypatch.setitem(fn.FAST, "ReLU", fn.fast_twin(BrokenReLU))
+    monkeypatch.setitem(twins.FAST, "ReLU", twins.fast_twin(BrokenReLU))
     with pytest.raises(train.TrainError) as info:
         run(["--ops", "compare", "--epochs", "1", "--limit-train", "640"], mnist_dir, tmp_path)
     assert info.value.status == 4 and "disagree at step 1" in str(info.value)
