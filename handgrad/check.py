@@ -404,6 +404,7 @@ def cases_of(op: str) -> list[Case]:
     """The rows for ``op``: its rows in :data:`CASES`, or for an op the table does not know, one row of its declared sample."""
     return [c for c in CASES if c.op == op] or [Case(op, "sample", registry.spec_of(op).sample)]
 
+
 # ---------------------------------------------------------------------------------------------
 # the checks: the engine's, one call per (dtype, reference) a case needs
 # ---------------------------------------------------------------------------------------------

@@ -162,6 +162,21 @@ def test_the_check_matrix_catches_a_wrong_backward_in_a_declared_op(capsys):
         assert cells[column].startswith("FAIL"), (column, cells[column])
 
 
+def test_a_declared_sample_is_the_row_of_an_op_without_rows_and_the_table_rows_win_for_the_others():
+    def sample(dtype, device, gen):
+        return (torch.tensor([-0.5, 2.0], dtype=dtype, device=device, requires_grad=True),)
+
+    registry.declare("tanh", TanhFunction, native=torch.tanh, sample=sample)
+    try:
+        (row,) = check.cases_of("tanh")
+        (x,) = row.make(torch.float32, "cpu", torch.Generator())
+        assert row.label == "sample" and x.tolist() == [-0.5, 2.0] and x.dtype == torch.float32
+        assert row.function() is TanhFunction and row.run(hg.get_ops("native"), x).tolist() == torch.tanh(x).tolist()
+    finally:
+        registry.undeclare("tanh")
+    assert [c.label for c in check.cases_of("relu")] == [c.label for c in check.CASES if c.op == "relu"]
+
+
 def test_an_undeclared_op_is_an_unknown_name_to_the_check_matrix(capsys):
     with pytest.raises(SystemExit) as info:
         check.main(["--op", "tanh"])
