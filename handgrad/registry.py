@@ -163,6 +163,7 @@ def _lowercase(name: str, key: str, check: Callable[..., ApplyArgs]) -> Callable
     lowercase.__doc__ = check.__doc__
     lowercase.__module__ = check.__module__
     lowercase.__signature__ = inspect.signature(check).replace(return_annotation="Tensor")
+    lowercase.__wrapped__ = check  # NOTE: inspect.getsource(hg.relu) shows the declaration, not this wrapper
     return lowercase
 
 
