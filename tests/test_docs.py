@@ -287,3 +287,15 @@ def test_readme_links_point_at_files():
         if "://" in target:
             continue
         assert (ROOT / target).exists(), f"README links to {target}, which does not exist"
+
+
+def test_the_readme_stays_a_front_door():
+    lines = README.read_text().splitlines()
+    assert len(lines) <= 260, f"README.md has {len(lines)} lines: move reference material to a page under docs/"
+
+
+def test_ci_runs_the_readme_set_up_commands():
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    for command in NOT_RUN_COMMANDS:  # the two set-up commands: what CI runs is what the README says
+        assert command in README_COMMANDS
+        assert command in [line.strip() for line in ci], f".ci/run no longer runs {command!r} as the README shows it"
