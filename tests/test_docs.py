@@ -11,6 +11,7 @@ Markers in the Markdown (used sparingly; the test counts them):
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -76,6 +77,11 @@ def _env(extra_path: Path | None = None) -> dict[str, str]:
     return env
 
 
+def _need(module: str) -> None:
+    if importlib.util.find_spec(module) is None:
+        pytest.fail(f"{module} is not installed; the docs tools come with the dev extra: pip install -e \".[dev]\"")
+
+
 def _tail(result) -> str:
     return f"exit {result.returncode}\n--- stdout\n{result.stdout[-3000:]}\n--- stderr\n{result.stderr[-3000:]}"
 
@@ -86,6 +92,7 @@ def _tail(result) -> str:
 
 
 def _build(config: Path, site: Path) -> subprocess.CompletedProcess:
+    _need("mkdocs")
     return subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-f", str(config), "-d", str(site)],
                           cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
 
@@ -133,6 +140,7 @@ def _undocumented(module: str, members: list[str] | None, search_path: Path = RO
     The names are ``members`` when given, else the module's ``__all__``, else every public class and
     function it defines.
     """
+    _need("griffe")
     import griffe
 
     mod = griffe.load(module, search_paths=[str(search_path)])
