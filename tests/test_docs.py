@@ -289,12 +289,25 @@ def test_readme_command_runs(command, workdir):
     assert result.returncode == 0, _tail(result)
 
 
-def test_readme_links_point_at_files():
+def _anchors(path: Path) -> set[str]:
+    """The ids MkDocs gives the headings of ``path`` (the toc extension's default slugs)."""
+    slugs = set()
+    for heading in re.findall(r"^#+ (.+)$", path.read_text(), re.M):
+        slug = re.sub(r"[^\w\s-]", "", heading.replace("`", "")).strip().lower()
+        slugs.add(re.sub(r"[-\s]+", "-", slug))
+    return slugs
+
+
+def test_readme_links_point_at_files_and_headings():
     text = README.read_text()
-    for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text):
+    links = re.findall(r"\]\(([^)#\s]+)(?:#([^)]*))?\)", text)
+    assert len(links) >= 10
+    for target, anchor in links:
         if "://" in target:
             continue
         assert (ROOT / target).exists(), f"README links to {target}, which does not exist"
+        if anchor:
+            assert anchor in _anchors(ROOT / target), f"README links to {target}#{anchor}, a heading {target} does not have"
 
 
 def test_the_readme_stays_a_front_door():
