@@ -54,14 +54,14 @@ def test_activations_take_ops_by_keyword():
 
 
 def _readme_example() -> str:
-    text = (ROOT / "README.md").read_text()
-    section = text.split("### Modules in a model of your own", 1)[1]
+    text = (ROOT / "docs" / "ops.md").read_text()
+    section = text.split("## Modules in a model of your own", 1)[1]
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 
 def test_the_readme_example_of_a_model_of_your_own_runs_and_learns(capsys):
     namespace: dict = {}
-    exec(compile(_readme_example(), "README.md", "exec"), namespace)
+    exec(compile(_readme_example(), "docs/ops.md", "exec"), namespace)
     assert isinstance(namespace["model"].hidden, hg.nn.Affine)
     assert namespace["accuracy"] > 80.0  # one epoch on the 8,000 training digits of the shipped sample
     assert "test accuracy" in capsys.readouterr().out
