@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 from dataclasses import dataclass
 
 from .reading import Graph, Node
@@ -80,8 +81,8 @@ def _node_size(node: Node) -> tuple[float, float]:
 
 def edge_texts(graph: Graph, both: bool = False) -> list[list[str]]:
     """The lines of each edge's label: its value, its gradient, or with ``both`` the value above the gradient."""
-    if both:
-        return [[e.value, f"∂ {e.grad}" if e.grad is not None else "∂ ?"] for e in graph.edges]
+    if both:  # NOTE: the value line already names the edge and its shape; the gradient line adds only its norm
+        return [[e.value, "∂ " + re.sub(r"^(d\S+ = )?(\d+(×\d+)*, )?", "", e.grad or "?")] for e in graph.edges]
     return [[e.grad if graph.backward else e.value] for e in graph.edges]
 
 

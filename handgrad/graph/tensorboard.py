@@ -4,8 +4,8 @@
 ``GraphDef``: one node per op, per parameter and per input, plus the output, each edge an input of
 its consumer. Every node carries its output's shape (``_output_shapes``, which TensorBoard writes on
 the edges) and, as attributes shown when a node is selected, ``shape``, ``value_norm`` ‖v‖₂,
-``grad_norm`` ‖∂J/∂v‖₂ (the gradient summed over the node's consumers), ``value`` and ``grad``
-(the labels of the picture). :func:`write_model_graph` writes it and the picture in one call.
+``grad_norm`` ‖∂J/∂v‖₂ (the gradient summed over the node's consumers), ``dtype``, and for a
+scalar its ``value`` and ``grad``. :func:`write_model_graph` writes it and the picture in one call.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import torch
 
 from .. import compat
 from .model import read_model
-from .reading import Graph, describe
+from .reading import Graph
 from .text import mermaid_of
 
 __all__ = ["graph_def", "write_model_graph", "PICTURE_WIDTH_PX"]
@@ -40,6 +40,15 @@ def _total(tensors: list) -> torch.Tensor | None:
     return torch.stack([t.double() for t in tensors]).sum(0) if len(tensors) > 1 else tensors[0]
 
 
+def _shape(t: torch.Tensor | None) -> bytes:
+    # NOTE: ASCII only: TensorBoard's info card shows other bytes as octal escapes
+    return b"?" if t is None else ("x".join(map(str, t.shape)) or "scalar").encode()
+
+
+def _norm(t: torch.Tensor) -> float:
+    return torch.linalg.vector_norm(t.detach().double()).item()
+
+
 def graph_def(graph: Graph, inputs: tuple[str, ...] = ("x",)):
     """A TensorBoard ``GraphDef`` of ``graph``: a node per op, parameter, input (leaves named in ``inputs``) and the output."""
     from tensorboard.compat.proto.attr_value_pb2 import AttrValue
@@ -60,16 +69,18 @@ def graph_def(graph: Graph, inputs: tuple[str, ...] = ("x",)):
         outs = out_edges[n.id] or in_edges[n.id]  # NOTE: the output node shows what flows into it
         value = outs[0].tensors[0] if outs else None
         grad = _total([e.tensors[1] for e in out_edges[n.id]]) if out_edges[n.id] else (outs[0].tensors[1] if outs else None)
-        attrs = {"shape": AttrValue(s="×".join(map(str, value.shape)).encode() if value is not None else b"?")}
+        attrs = {"shape": AttrValue(s=_shape(value))}
         if value is not None:
             dims = [TensorShapeProto.Dim(size=s) for s in value.shape]
             attrs["_output_shapes"] = AttrValue(list=AttrValue.ListValue(shape=[TensorShapeProto(dim=dims)]))
             attrs["dtype"] = AttrValue(s=str(value.dtype).removeprefix("torch.").encode())
-            attrs["value_norm"] = AttrValue(f=torch.linalg.vector_norm(value.double()).item())
-            attrs["value"] = AttrValue(s=describe(value).encode())
+            attrs["value_norm"] = AttrValue(f=_norm(value))
+            if value.numel() == 1:
+                attrs["value"] = AttrValue(f=value.item())
         if grad is not None:
-            attrs["grad_norm"] = AttrValue(f=torch.linalg.vector_norm(grad.double()).item())
-            attrs["grad"] = AttrValue(s=describe(grad).encode())
+            attrs["grad_norm"] = AttrValue(f=_norm(grad))
+            if grad.numel() == 1:
+                attrs["grad"] = AttrValue(f=grad.item())
         nodes.append(NodeDef(name=names[n.id], op=_node_op(n, inputs), input=[names[e.src] for e in in_edges[n.id]],
                              attr=attrs))
     return GraphDef(node=nodes, versions=VersionDef(producer=22))
