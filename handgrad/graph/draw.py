@@ -54,7 +54,8 @@ def figure(graph: Graph, dpi: float = 100, direction: str = "LR", both: bool = F
     from matplotlib.patches import Ellipse, FancyArrowPatch, FancyBboxPatch
     from matplotlib.path import Path as MPath
 
-    lay = layout(graph, direction, both)
+    caption = _caption(graph, both)
+    lay = layout(graph, direction, both, caption)
     if max_width_px is not None:
         dpi = min(dpi, max_width_px / lay.width)
     fig = Figure(figsize=(lay.width, lay.height), dpi=dpi)
@@ -65,7 +66,7 @@ def figure(graph: Graph, dpi: float = 100, direction: str = "LR", both: bool = F
     ax.axis("off")
     dashed = graph.backward and not both
     color = _BACKWARD if dashed else _FORWARD
-    ax.text(0.1, 0.1, _caption(graph, both), fontsize=LABEL_PT, color="#777777", ha="left", va="top")
+    ax.text(0.1, 0.1, caption, fontsize=LABEL_PT, color="#777777", ha="left", va="top")
     for n in graph.nodes:
         b = lay.nodes[n.id]
         if n.kind == "op":

@@ -91,17 +91,19 @@ def _label_size(lines: list[str]) -> tuple[float, float]:
     return max(w for w, _ in sizes) + 2 * _PAD, sum(h for _, h in sizes) + 2 * _PAD
 
 
-def layout(graph: Graph, direction: str = "LR", both: bool = False) -> Layout:
+def layout(graph: Graph, direction: str = "LR", both: bool = False, caption: str = "caption") -> Layout:
     """Positions of nodes, edge polylines and labels; no two labels overlap, and no edge runs through a label.
 
     ``direction``: ``"LR"`` (inputs left, output right) or ``"TB"`` (inputs at the top). ``both``:
     each label holds the value and the gradient (needs a graph built with ``backward=True``).
+    ``caption``: the line drawn above the graph (the page is made wide enough for it).
     """
     if direction not in ("LR", "TB"):
         raise ValueError(f"handgrad.graph.layout: direction must be 'LR' or 'TB', got {direction!r}.")
     turn = direction == "TB"
     label_sizes = [_label_size(lines) for lines in edge_texts(graph, both)]
-    caption_h = _text_size("caption", LABEL_PT)[1] + _MARGIN
+    caption_w, caption_h = _text_size(caption, LABEL_PT)
+    caption_h += _MARGIN
     sizes = {n.id: _node_size(n) for n in graph.nodes}
     if turn:  # NOTE: lay out with width and height swapped, then turn the result
         label_sizes = [(h, w) for w, h in label_sizes]
@@ -110,7 +112,9 @@ def layout(graph: Graph, direction: str = "LR", both: bool = False) -> Layout:
     if turn:
         lay = Layout(lay.height, lay.width, {k: b.turned() for k, b in lay.nodes.items()},
                      [[(y, x) for x, y in path] for path in lay.paths], [b.turned() for b in lay.labels])
-    return _shifted(lay, caption_h)
+    lay = _shifted(lay, caption_h)
+    lay.width = max(lay.width, caption_w + 0.2)
+    return lay
 
 
 def _shifted(lay: Layout, dy: float) -> Layout:
@@ -134,10 +138,16 @@ def _layered(graph: Graph, sizes: dict, label_sizes: list, turned: bool) -> Layo
             room[e.src] = max(room[e.src], lh + 0.1)
         chains.append([e.src, *dummies, e.dst])
     columns = _order_columns(graph, col, chains)
-    ys = _place_rows(columns, room, chains, sep=0.25 if turned else 2 * label_h + 0.15)
+    ys = _place_rows(columns, room, chains, sep=0.35 if turned else 2 * label_h + 0.15)
 
-    gap = (lambda w: 2.2 * w + 0.3) if turned else (lambda w: w + 0.5)
-    xs, col_left, col_right, width = _place_columns(columns, sizes, chains, col, label_sizes, gap)
+    gap = (lambda w: 2.5 * w + 0.3) if turned else (lambda w: w + 0.5)
+    least = [_MIN_GAP] * len(columns)
+    if turned:  # NOTE: labels of edges that meet at one node stack along the gap before it: room for all of them
+        thick = max((w for w, _ in label_sizes), default=0.0)
+        for e in graph.edges:
+            c = col[e.dst] - 1
+            least[c] = max(least[c], (sum(1 for f in graph.edges if f.dst == e.dst) + 0.6) * thick)
+    xs, col_left, col_right, width = _place_columns(columns, sizes, chains, col, label_sizes, gap, least)
     boxes = {i: Box(xs[i], ys[i] + _MARGIN, *sizes[i]) for i in xs}
     height = max(ys[i] + room[i] / 2 for i in ys) + 2 * _MARGIN
     kinds = {n.id: n.kind for n in graph.nodes}
@@ -270,12 +280,13 @@ def _clip(box: Box, kind: str, towards: tuple[float, float]) -> tuple[float, flo
     return box.x + dx * t, box.y + dy * t
 
 
-def _place_columns(columns, sizes, chains, col, label_sizes, gap):
+def _place_columns(columns, sizes, chains, col, label_sizes, gap, least):
     """x of every item, each column's left and right edge, and the page width.
 
-    A gap between columns is wide enough (``gap(label width)``) for the widest label of any edge that crosses it.
+    A gap between columns is at least ``least[c]`` and wide enough (``gap(label width)``) for the
+    widest label of any edge that crosses it.
     """
-    gaps = [_MIN_GAP] * len(columns)  # gaps[c]: room right of column c
+    gaps = list(least)  # gaps[c]: room right of column c
     for chain, (w, _) in zip(chains, label_sizes):
         for c in range(col[chain[0]], col[chain[-1]]):
             gaps[c] = max(gaps[c], gap(w))
@@ -293,21 +304,32 @@ _SPOTS = (0.5, 0.3, 0.7, 0.15, 0.85, 0.4, 0.6, 0.05, 0.95, 0.22, 0.78, 0.0, 1.0)
 
 
 def _place_labels(chains, paths, label_sizes, col, col_left, col_right, obstacles) -> list[Box]:
-    """Each label on its edge, inside a gap between columns, where it overlaps nothing and no other edge passes."""
-    placed: list[Box] = []
+    """Each label on its edge, inside a gap between columns, where it overlaps nothing and no other edge passes.
+
+    Placed one by one, then each placed again among all the others (a few rounds), so that an early
+    label does not keep a spot a later one needed more.
+    """
     segments = [[(p, q) for p, q in zip(path, path[1:])] for path in paths]
+    candidates = []
     for k, (chain, path, (w, h)) in enumerate(zip(chains, paths, label_sizes)):
         others = [s for j, segs in enumerate(segments) if j != k for s in segs]
-        candidates = []
+        spots = []
         for seg, c in enumerate(range(col[chain[0]], col[chain[-1]])):
             (x0, y0), (x1, y1) = path[seg], path[seg + 1]
             lo, hi = col_right[c] + w / 2 + 0.05, col_left[c + 1] - w / 2 - 0.05
             for f in _SPOTS:
                 x = lo + f * (hi - lo) if hi > lo else (lo + hi) / 2
                 y = y0 + (y1 - y0) * (x - x0) / (x1 - x0) if x1 != x0 else (y0 + y1) / 2
-                candidates.append(Box(x, y, w, h))
-        best = min(candidates, key=lambda b: (sum(segment_hits_box(b, p, q) for p, q in others), _overlap(b, placed + obstacles)))
-        placed.append(best)
+                box = Box(x, y, w, h)
+                spots.append((sum(segment_hits_box(box, p, q) for p, q in others), box))
+        candidates.append(spots)
+    placed: list[Box] = []
+    for spots in candidates:
+        placed.append(min(spots, key=lambda s: (s[0], _overlap(s[1], placed + obstacles)))[1])
+    for _ in range(3):
+        for k, spots in enumerate(candidates):
+            rest = placed[:k] + placed[k + 1:] + obstacles
+            placed[k] = min(spots, key=lambda s: (s[0], _overlap(s[1], rest)))[1]
     return placed
 
 
