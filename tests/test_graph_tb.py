@@ -206,3 +206,10 @@ def test_no_private_torch_name_outside_compat():
 def test_modules_are_small():
     for path in sorted((ROOT / "handgrad" / "graph").glob("*.py")):
         assert len(path.read_text(encoding="utf-8").splitlines()) < 500, path.name
+
+
+def test_the_package_is_installed_with_its_subpackage():
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]["packages"])
+    assert "handgrad.graph" in listed  # NOTE: setuptools installs only the packages it is told about

@@ -260,8 +260,9 @@ def build(output: torch.Tensor, names: Mapping[str, torch.Tensor] | None = None,
 
 def _edge(src: str, dst: str, value, grad, name: str | None, backward: bool) -> Edge:
     """An edge with its labels (``name = value``, ``dname = grad``) and the numbers behind them."""
-    return Edge(src, dst, _label(value, name, ""), _label(grad, name, "d") if backward else None,
-                None if value is None else tuple(value.shape), _norm(value), _norm(grad) if backward else None,
+    value_norm, grad_norm = _norm(value), _norm(grad) if backward else None
+    return Edge(src, dst, _label(value, name, "", value_norm), _label(grad, name, "d", grad_norm) if backward else None,
+                None if value is None else tuple(value.shape), value_norm, grad_norm,
                 (None if value is None else value.detach(), grad if backward else None))
 
 
@@ -318,19 +319,22 @@ def _norm(t: torch.Tensor | None) -> float | None:
     return None if t is None else torch.linalg.vector_norm(t.detach().double()).item()
 
 
-def describe(t: torch.Tensor | None) -> str:
-    """A scalar's value, a tensor's shape and norm (``128×10, ‖·‖=3.21``), or ``?`` when unknown."""
+def describe(t: torch.Tensor | None, norm: float | None = None) -> str:
+    """A scalar's value, a tensor's shape and norm (``128×10, ‖·‖=3.21``), or ``?`` when unknown.
+
+    ``norm``: ‖t‖₂ where the caller has it already.
+    """
     if t is None:
         return "?"
     t = t.detach()
     if t.numel() == 1:
         return format_number(t.item())
     shape = "×".join(str(n) for n in t.shape)
-    return f"{shape}, ‖·‖={format_number(_norm(t))}"
+    return f"{shape}, ‖·‖={format_number(_norm(t) if norm is None else norm)}"
 
 
-def _label(t, name: str | None, prefix: str) -> str:
-    text = describe(t)
+def _label(t, name: str | None, prefix: str, norm: float | None = None) -> str:
+    text = describe(t, norm)
     return f"{prefix}{name} = {text}" if name else text
 
 
