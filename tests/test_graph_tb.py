@@ -213,3 +213,19 @@ def test_the_package_is_installed_with_its_subpackage():
 
     listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]["packages"])
     assert "handgrad.graph" in listed  # NOTE: setuptools installs only the packages it is told about
+
+
+def test_without_matplotlib_the_graph_data_and_text_are_still_written(tmp_path, monkeypatch):
+    import sys
+
+    model, x, y = _model()
+    writer = SummaryWriter(tmp_path)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # NOTE: `import matplotlib` now raises ImportError
+    with pytest.raises(G.MatplotlibMissing, match=r"^handgrad.graph: drawing PNG or SVG pictures needs matplotlib"):
+        G.write_model_graph(writer, model, x, y)
+    monkeypatch.delitem(sys.modules, "matplotlib")
+    writer.close()
+    events = EventAccumulator(str(tmp_path), size_guidance={"images": 0, "tensors": 0})
+    events.Reload()
+    assert "x" in {n.name for n in events.Graph().node}
+    assert "graph/model/mermaid/text_summary" in events.Tags()["tensors"] and events.Tags()["images"] == []
