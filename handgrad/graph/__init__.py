@@ -1,0 +1,72 @@
+"""The autograd graph of a tensor, drawn as the notes draw it: values left to right, gradients right to left.
+
+Seed 000 draws the shopping example twice, as mermaid flowcharts: leaves and op nodes with the
+forward value on each edge, then the same graph with the gradient of the output on each edge.
+Given any output tensor, this package walks its autograd graph (``grad_fn.next_functions`` down to
+the ``AccumulateGrad`` leaves) and writes those two pictures for handgrad's ops and PyTorch's alike::
+
+    >>> import torch, handgrad as hg
+    >>> from handgrad import graph
+    >>> apple, n, tax = (torch.tensor(v, requires_grad=True) for v in (100.0, 2.0, 1.1))
+    >>> price = hg.mul(hg.mul(apple, n), tax)
+    >>> print(graph.mermaid(price, names={"apple": apple, "a_num": n, "tax": tax, "price": price}))
+    ... # doctest: +SKIP
+
+``mermaid`` and ``dot`` return text; ``render`` writes PNG or SVG with matplotlib (no Graphviz);
+``to_image`` returns the picture as an (H, W, 3) uint8 array; ``write_model_graph`` writes a
+model's objective on one batch to TensorBoard (Graphs tab and Images); ``python -m handgrad.graph
+--example shopping`` prints the notes' examples.
+
+The package, one job per module:
+
+* :mod:`~handgrad.graph.reading`: the autograd graph as nodes and edges, with values and gradients;
+* :mod:`~handgrad.graph.text`: mermaid and DOT;
+* :mod:`~handgrad.graph.layout` and :mod:`~handgrad.graph.draw`: layered layout, matplotlib pictures;
+* :mod:`~handgrad.graph.model` and :mod:`~handgrad.graph.tensorboard`: a model's graph for the dashboard;
+* :mod:`~handgrad.graph.examples`: the notes' examples; :mod:`~handgrad.graph.cli`: the command line.
+"""
+
+from __future__ import annotations
+
+from .cli import build_parser, main
+from .draw import MatplotlibMissing, figure, image_of, render, to_image
+from .examples import EXAMPLES, example
+from .layout import LABEL_PT, NODE_PT, Box, Layout, layout
+from .model import model_graph, model_names, read_model
+from .reading import Edge, Graph, Node, build, describe, format_number, op_label
+from .tensorboard import graph_def, write_model_graph
+from .text import dot, dot_of, mermaid, mermaid_of
+
+__all__ = [
+    "Graph",
+    "Node",
+    "Edge",
+    "Layout",
+    "Box",
+    "build",
+    "op_label",
+    "format_number",
+    "describe",
+    "layout",
+    "figure",
+    "mermaid_of",
+    "dot_of",
+    "image_of",
+    "mermaid",
+    "dot",
+    "render",
+    "to_image",
+    "model_graph",
+    "model_names",
+    "read_model",
+    "graph_def",
+    "write_model_graph",
+    "MatplotlibMissing",
+    "EXAMPLES",
+    "example",
+    "build_parser",
+    "main",
+    "NODE_PT",
+    "LABEL_PT",
+]
+

@@ -1,0 +1,113 @@
+"""The model's graph for TensorBoard: graph data for the Graphs tab, and the picture for Images.
+
+:func:`graph_def` turns a read :class:`~handgrad.graph.reading.Graph` into a TensorBoard
+``GraphDef``: one node per op, per parameter and per input, plus the output, each edge an input of
+its consumer. Every node carries its output's shape (``_output_shapes``, which TensorBoard writes on
+the edges) and, as attributes shown when a node is selected, ``shape``, ``value_norm`` ‖v‖₂,
+``grad_norm`` ‖∂J/∂v‖₂ (the gradient summed over the node's consumers), ``dtype``, and for a
+scalar its ``value`` and ``grad``. :func:`write_model_graph` writes it and the picture in one call.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from .. import compat
+from .model import read_model
+from .reading import Graph
+from .text import mermaid_of
+
+__all__ = ["graph_def", "write_model_graph", "PICTURE_WIDTH_PX"]
+
+#: the picture's width at most: TensorBoard's image card shows it whole
+PICTURE_WIDTH_PX = 960
+
+_OPS = {"leaf": "Parameter", "output": "Output"}
+
+
+def _node_op(node, inputs: set[str]) -> str:
+    if node.kind == "op":
+        return node.label
+    return "Input" if node.id in inputs else _OPS[node.kind]
+
+
+def _total(tensors: list) -> torch.Tensor | None:
+    """The sum of a node's gradient shares (one per consumer), or None where one is unknown."""
+    if not tensors or any(t is None for t in tensors):
+        return None
+    return torch.stack([t.double() for t in tensors]).sum(0) if len(tensors) > 1 else tensors[0]
+
+
+def _shape(t: torch.Tensor | None) -> bytes:
+    # NOTE: ASCII only: TensorBoard's info card shows other bytes as octal escapes
+    return b"?" if t is None else ("x".join(map(str, t.shape)) or "scalar").encode()
+
+
+def _norm(t: torch.Tensor) -> float:
+    return torch.linalg.vector_norm(t.detach().double()).item()
+
+
+def graph_def(graph: Graph, inputs: tuple[str, ...] = ("x",)):
+    """A TensorBoard ``GraphDef`` of ``graph``: a node per op, parameter, input (leaves named in ``inputs``) and the output."""
+    from tensorboard.compat.proto.attr_value_pb2 import AttrValue
+    from tensorboard.compat.proto.graph_pb2 import GraphDef
+    from tensorboard.compat.proto.node_def_pb2 import NodeDef
+    from tensorboard.compat.proto.tensor_shape_pb2 import TensorShapeProto
+    from tensorboard.compat.proto.versions_pb2 import VersionDef
+
+    out_edges: dict[str, list] = {n.id: [] for n in graph.nodes}
+    in_edges: dict[str, list] = {n.id: [] for n in graph.nodes}
+    for e in graph.edges:
+        out_edges[e.src].append(e)
+        in_edges[e.dst].append(e)
+    names = {n.id: (n.label if n.kind != "op" else n.id) for n in graph.nodes}
+    inputs = {n.id for n in graph.nodes if n.kind == "leaf" and n.label in inputs}
+    nodes = []
+    for n in graph.nodes:
+        outs = out_edges[n.id] or in_edges[n.id]  # NOTE: the output node shows what flows into it
+        value = outs[0].tensors[0] if outs else None
+        grad = _total([e.tensors[1] for e in out_edges[n.id]]) if out_edges[n.id] else (outs[0].tensors[1] if outs else None)
+        attrs = {"shape": AttrValue(s=_shape(value))}
+        if value is not None:
+            dims = [TensorShapeProto.Dim(size=s) for s in value.shape]
+            attrs["_output_shapes"] = AttrValue(list=AttrValue.ListValue(shape=[TensorShapeProto(dim=dims)]))
+            attrs["dtype"] = AttrValue(s=str(value.dtype).removeprefix("torch.").encode())
+            attrs["value_norm"] = AttrValue(f=_norm(value))
+            if value.numel() == 1:
+                attrs["value"] = AttrValue(f=value.item())
+        if grad is not None:
+            attrs["grad_norm"] = AttrValue(f=_norm(grad))
+            if grad.numel() == 1:
+                attrs["grad"] = AttrValue(f=grad.item())
+        nodes.append(NodeDef(name=names[n.id], op=_node_op(n, inputs), input=[names[e.src] for e in in_edges[n.id]],
+                             attr=attrs))
+    return GraphDef(node=nodes, versions=VersionDef(producer=22))
+
+
+def write_model_graph(writer, model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor, step: int = 0,
+                      tag: str = "graph/model") -> Graph:
+    """Write the graph of ``model.objective(x, target)`` on one batch to a ``SummaryWriter``.
+
+    Three things, all at ``step``: the Graphs tab's graph data (:func:`graph_def`, ops, parameters
+    and the input ``x`` as nodes, shapes and value / gradient norms as attributes); the picture in
+    Images under ``tag`` (top down, value and gradient on every edge, at most
+    :data:`PICTURE_WIDTH_PX` wide); the mermaid source in Text under ``tag + "/mermaid"``. Every
+    ``.grad`` is left as it was. Returns the graph. Without matplotlib the picture alone is
+    missing: the rest is written, then :class:`~handgrad.graph.draw.MatplotlibMissing` says so in
+    one sentence.
+    """
+    from tensorboard.compat.proto.event_pb2 import Event
+
+    from .draw import image_of
+
+    graph = read_model(model, x, target, backward=True, draw_input=True)
+    files = compat.event_file_writer(writer)
+    files.add_event(Event(graph_def=graph_def(graph).SerializeToString()), step)
+    forward = mermaid_of(dataclasses.replace(graph, backward=False))
+    text = f"{forward}\n{mermaid_of(graph)}"
+    writer.add_text(f"{tag}/mermaid", "\n".join("    " + line for line in text.splitlines()), step)
+    writer.add_image(tag, image_of(graph, dpi=100, direction="TB", both=True, max_width_px=PICTURE_WIDTH_PX), step,
+                     dataformats="HWC")
+    return graph
