@@ -71,6 +71,11 @@ def _cast_floating(x, dtype):
     return x
 
 
+def _compute_dtype(device_type: str, policy: str) -> torch.dtype:
+    """The dtype an op with ``policy`` computes in under autocast on ``device_type``."""
+    return torch.get_autocast_dtype(device_type) if policy == "lower" else torch.float32
+
+
 def autocast_dtype_of(x: torch.Tensor) -> torch.dtype:
     """The dtype an op that autocast casts to the lower dtype computes ``x`` in, as torch's autocast does."""
     device_type = _autocast_device((x,))
@@ -100,10 +105,6 @@ def autocast_forward(policy: str):
         return wrapper
 
     return decorate
-
-
-def _compute_dtype(device_type: str, policy: str) -> torch.dtype:
-    return torch.get_autocast_dtype(device_type) if policy == "lower" else torch.float32
 
 
 def autocast_inputs(ctx, inputs, policy: str):
