@@ -25,7 +25,7 @@ import math
 import torch
 
 from ._grad_utils import grad_like, meta_of, sum_to_shape
-from .autocast import autocast_backward, autocast_forward, autocast_inputs, autocast_metas, cast_back
+from .autocast import as_computed, autocast_backward, autocast_forward, autocast_inputs, autocast_metas, cast_back
 
 # NOTE: every op class below is exported (see the end of the module), so adding one is one class.
 __all__ = ["sum_to_shape"]
@@ -303,7 +303,7 @@ class Affine(_Op):
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        # NOTE: under autocast, save the cast copies forward computed with (as native does).
+        # NOTE: under autocast, save the inputs; backward casts them again in the graph (see autocast_inputs).
         x, weight, _ = autocast_inputs(ctx, inputs, "lower")
         ctx.metas = autocast_metas(ctx, inputs)
         # NOTE: dX needs only W and dW needs only X; skip the one nobody asked for (the first
@@ -315,7 +315,7 @@ class Affine(_Op):
     @staticmethod
     @autocast_backward
     def backward(ctx, grad):
-        x, weight = ctx.saved_tensors
+        x, weight = as_computed(ctx, *ctx.saved_tensors)
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
             grad_x = grad.matmul(weight)
@@ -329,7 +329,7 @@ class Affine(_Op):
 
     @staticmethod
     def jvp(ctx, tx, tw, tb):
-        x, weight = ctx.saved_tensors
+        x, weight = as_computed(ctx, *ctx.saved_tensors)
         out = None
         for term in (
             None if tx is None else tx.matmul(weight.t()),
@@ -375,7 +375,7 @@ class L2Penalty(_Op):
 
     @staticmethod
     def backward(ctx, grad):
-        weights = ctx.saved_tensors
+        weights = as_computed(ctx, *ctx.saved_tensors)
         # NOTE: grad is 0-d: scale it once, then one full-size multiply per weight.
         scale = grad * ctx.lam
         grads = [w * scale if ctx.needs_input_grad[i + 1] else None for i, w in enumerate(weights)]
@@ -383,7 +383,7 @@ class L2Penalty(_Op):
 
     @staticmethod
     def jvp(ctx, _tlam, *tangents):
-        weights = ctx.saved_tensors
+        weights = as_computed(ctx, *ctx.saved_tensors)
         out = None
         for w, t in zip(weights, tangents):
             if t is not None:
@@ -449,7 +449,7 @@ class CrossEntropy(_Op):
 
     @staticmethod
     def backward(ctx, grad):
-        logits, target = ctx.saved_tensors
+        logits, target = as_computed(ctx, *ctx.saved_tensors)
         if not ctx.needs_input_grad[0]:
             return None, None
         scale = grad * CrossEntropy._per_sample(target)  # grad is 0-d: fold 1/N into it
@@ -457,7 +457,7 @@ class CrossEntropy(_Op):
 
     @staticmethod
     def jvp(ctx, tlogits, _ttarget):
-        logits, target = ctx.saved_tensors
+        logits, target = as_computed(ctx, *ctx.saved_tensors)
         # NOTE: each sample's slope · tangent, then the mean over samples: with 0 samples the jvp is
         # NaN, as the value (a mean of nothing) and torch's jvp are.
         slope = CrossEntropy._scaled_gradient(logits, target, 1.0)
@@ -486,7 +486,7 @@ class MSELoss(_Op):
 
     @staticmethod
     def backward(ctx, grad):
-        pred, target = ctx.saved_tensors
+        pred, target = as_computed(ctx, *ctx.saved_tensors)
         meta_p, meta_t = ctx.metas
         slope = grad * MSELoss._slope(pred, target)
         grad_p = grad_t = None
@@ -498,7 +498,7 @@ class MSELoss(_Op):
 
     @staticmethod
     def jvp(ctx, tp, tt):
-        pred, target = ctx.saved_tensors
+        pred, target = as_computed(ctx, *ctx.saved_tensors)
         # NOTE: 2 (a - y) ṫa + 2 (y - a) ṫy, then the mean: torch's own terms in torch's order, so
         # that where 2 (a - y) overflows the result is inf or NaN exactly where torch's is.
         terms = [2 * (u - v) * t for u, v, t in ((pred, target, tp), (target, pred, tt)) if t is not None]

@@ -56,6 +56,12 @@ def _ops(*names):
     return ("tests/test_matrix.py", "-k", " or ".join(names))
 
 
+def _values(test: str, *names):
+    """tests/test_autocast_values.py: the tests whose name has ``test`` in it, for ``names`` (all ops if none)."""
+    selection = test if not names else f"{test} and ({' or '.join(names)})"
+    return ("tests/test_autocast_values.py", "-k", selection)
+
+
 CATALOGUE: list[Mutant] = [
     # ---- broadcasting and dtypes, shared by every op ----------------------------------------
     _m("sum_to_shape-no-reduction", G, "    if dims:\n        grad = grad.sum(dim=dims, keepdim=True)\n", "",
@@ -64,6 +70,13 @@ CATALOGUE: list[Mutant] = [
        "leading broadcast dimensions not summed", _ops("add", "mul")),
     _m("grad_like-no-dtype-cast", G, "    return grad if grad.dtype == dtype else grad.to(dtype)",
        "    return grad", "a gradient left in the promoted dtype", _ops("add", "mul", "mse_loss")),
+    _m("autocast-saved-ignores-float32-policy", A, "    ctx.computed_in = _compute_dtype(device_type, policy)\n",
+       "    ctx.computed_in = ctx.autocast[1]\n", "a loss's backward recomputes in bfloat16 under autocast, not float32",
+       _values("first_derivatives", "mse_loss", "cross_entropy", "l2_penalty")),
+    _m("autocast-cast-copy-outside-graph", A, "    return tuple(_cast_floating(t, dtype) for t in saved)\n",
+       "    with torch.no_grad():\n        return tuple(_cast_floating(t, dtype) for t in saved)\n",
+       "backward's cast copies disconnected from the inputs: second derivatives miss them",
+       _values("second_derivatives", "affine", "mse_loss", "cross_entropy")),
     _m("cast_back-skipped", A, "    if metas is None:\n        return grads\n    return tuple(",
        "    return grads\n    return tuple(", "gradients not cast back after autocast", _ops("affine", "l2_penalty")),
     # ---- add gate --------------------------------------------------------------------------
@@ -154,11 +167,15 @@ CATALOGUE: list[Mutant] = [
        "dL/da = (a - y)/N, the missing 2", _ops("mse_loss")),
     _m("mse-target-sign", F, "            grad_t = grad_like(-slope, meta_t)", "            grad_t = grad_like(slope, meta_t)",
        "the target's gradient with the prediction's sign", _ops("mse_loss")),
+    _m("mse-grad-pred-promoted-dtype", F, "            grad_p = grad_like(slope, meta_p)", "            grad_p = slope",
+       "pred's gradient left in the promoted dtype (float64 for a float32 pred)", _values("mixed_dtype", "mse_loss")),
     _m("mse-jvp-drops-target", F, "for u, v, t in ((pred, target, tp), (target, pred, tt)) if t is not None]",
        "for u, v, t in ((pred, target, tp),) if t is not None]", "forward mode forgets the target's tangent", _ops("mse_loss")),
     # ---- the lowercase API's checks --------------------------------------------------------
     _m("ce-target-range-unchecked", FN, "        if low < 0 or high >= classes:", "        if low < 0 or high > classes:",
        "a target equal to C accepted", ("tests/test_errors.py",)),
+    _m("ce-target-not-int64", FN, "    if target.dtype != torch.int64:\n        target = target.long()\n", "",
+       "small-int class targets passed on as they are (gather wants int64)", _values("small_int")),
     _m("affine-feature-check-off", FN, "    if x.dim() < 1 or x.shape[-1] != weight.shape[1]:", "    if x.dim() < 1:",
        "a shape mismatch reaches torch's raw matmul error", ("tests/test_errors.py",)),
 ]
