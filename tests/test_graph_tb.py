@@ -210,7 +210,6 @@ def test_modules_are_small():
 
 def test_the_package_is_installed_with_its_subpackage():
     import tomllib
-
     from setuptools import find_packages
 
     include = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]["packages"]["find"]["include"]
