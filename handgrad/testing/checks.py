@@ -225,6 +225,7 @@ def shapes_ac(engine, row):
     try:
         problems = shape_problems(engine, row, torch.autocast(device.type))
     except RuntimeError as exc:
+        shape_problems(engine, row)  # NOTE: a backward that raises without autocast too is an ERROR, not this FAIL
         raise Fail("forward under autocast, backward outside it (as a mixed-precision step runs): backward "
                    f"raised {str(exc).splitlines()[0]}") from exc
     plain = set(shape_problems(engine, row)) if problems else set()
