@@ -22,7 +22,8 @@ class Hint:
 
 
 def _bad(report: Report, check: str | None = None, words: str = "") -> list[Result]:
-    return [r for r in report.failed() if (check is None or r.check == check) and words in r.message]
+    """The FAIL cells of ``check`` whose message has ``words`` (an ERROR says its own cause)."""
+    return [r for r in report.results if r.status == "FAIL" and (check is None or r.check == check) and words in r.message]
 
 
 def _only_on(report: Report, marks: tuple[str, ...]) -> bool:
@@ -36,7 +37,7 @@ def _factor(report: Report) -> float | None:
 
 
 def _extremes_only(report: Report) -> bool:
-    bad = [r for r in report.failed() if r.check in ("grad", "values")]
+    bad = [r for r in report.results if r.status == "FAIL" and r.check in ("grad", "values")]
     return (bool(bad) and all("extremal" in r.row for r in bad)
             and any(w in r.message for r in bad for w in ("hand nan", "hand inf", "hand -inf")))
 
