@@ -44,7 +44,7 @@ CLOSE = (1e-9, 1e-12)
 def index(shape, flat: int) -> str:
     if not shape:
         return ""
-    return "[" + ", ".join(str(int(i)) for i in torch.unravel_index(torch.tensor(flat), shape)) + "]"
+    return "[" + ", ".join(str(i) for i in unravel(int(flat), tuple(shape))) + "]"
 
 
 def show(x) -> str:
@@ -189,39 +189,74 @@ def zeros_for_none(grads, like) -> list[torch.Tensor]:
 def jacobians(f, xs, eps=EPS):
     """[(output k, input j, J_backward, J_finite-differences)], each J of shape (out.numel(), x.numel())."""
     outs = floats(f(*xs))
+    numeric = numerical(f, xs, eps, len(outs))
     result = []
     for k, out in enumerate(outs):
-        rows = []
-        for m in range(out.numel()):
-            onehot = torch.zeros_like(out).reshape(-1)
-            onehot[m] = 1
-            if out.requires_grad:
-                g = torch.autograd.grad(out, xs, onehot.reshape(out.shape), retain_graph=True, allow_unused=True)
-            else:
-                g = [None] * len(xs)
-            rows.append([z.reshape(-1) for z in zeros_for_none(g, xs)])
+        rows = analytical_rows(out, xs)
         for j, x in enumerate(xs):
             analytic = torch.stack([r[j] for r in rows]) if rows else x.new_zeros(0, x.numel())
-            result.append((k, j, analytic, numerical(f, xs, j, k, eps).to(analytic)))
+            result.append((k, j, analytic, numeric[k][j].to(analytic)))
     return result
 
 
-def numerical(f, xs, j, k, eps):
-    """Column m: (f(x + eps e_m) - f(x - eps e_m)) / 2 eps for output k and input j (central differences)."""
-    x = xs[j]
-    cols = []
-    for m in range(x.numel()):
-        index = tuple(int(i) for i in torch.unravel_index(torch.tensor(m), x.shape))
-        values = []
-        for step in (eps, -eps):
-            moved = [copy(y).requires_grad_(y.requires_grad) for y in xs]
-            with torch.no_grad():
-                moved[j][index] += step
-            values.append(floats(f(*moved))[k].detach().reshape(-1))
-        cols.append((values[0] - values[1]) / (2 * eps))
-    if not cols:
-        return torch.zeros(floats(f(*xs))[k].numel(), 0, dtype=x.dtype, device=x.device)
-    return torch.stack(cols, dim=1)
+def analytical_rows(out, xs) -> list[list[torch.Tensor]]:
+    """Row m of each input's Jacobian: the gradients for a one-hot incoming gradient at output element m.
+
+    NOTE: all rows in one batched backward (``is_grads_batched``) where backward allows it, else one
+    backward per row: the same numbers, 1/n of the calls.
+    """
+    n = out.numel()
+    if not out.requires_grad:
+        return [[torch.zeros_like(x).reshape(-1) for x in xs] for _ in range(n)]
+    if n > 1:
+        try:
+            eye = torch.eye(n, dtype=out.dtype, device=out.device).reshape(n, *out.shape)
+            batched = torch.autograd.grad(out, xs, eye, retain_graph=True, allow_unused=True, is_grads_batched=True)
+            batched = [b if b is not None else torch.zeros(n, *x.shape, dtype=x.dtype, device=x.device)
+                       for b, x in zip(batched, xs)]
+            return [[b[m].reshape(-1) for b in batched] for m in range(n)]
+        except Exception:  # noqa: BLE001, S110 - a backward vmap cannot run (in-place, .item(), numpy): one at a time
+            pass
+    rows = []
+    for m in range(n):
+        onehot = torch.zeros_like(out).reshape(-1)
+        onehot[m] = 1
+        g = torch.autograd.grad(out, xs, onehot.reshape(out.shape), retain_graph=True, allow_unused=True)
+        rows.append([z.reshape(-1) for z in zeros_for_none(g, xs)])
+    return rows
+
+
+def unravel(flat: int, shape) -> tuple[int, ...]:
+    """The index of element ``flat`` of a row-major tensor of ``shape`` (torch.unravel_index, without tensors)."""
+    out = []
+    for size in reversed(shape):
+        flat, i = divmod(flat, size)
+        out.append(i)
+    return tuple(reversed(out))
+
+
+def numerical(f, xs, eps, n_outs) -> list[list[torch.Tensor]]:
+    """[k][j]: column m is (f(x + eps e_m) - f(x - eps e_m))_k / 2 eps for input j (central differences).
+
+    NOTE: one pair of calls per input element serves every output; each call gets fresh copies, so
+    a Function that writes into its inputs cannot shift the next column.
+    """
+    cols = [[[] for _ in xs] for _ in range(n_outs)]
+    for j, x in enumerate(xs):
+        for m in range(x.numel()):
+            index = unravel(m, x.shape)
+            values = []
+            for step in (eps, -eps):
+                moved = [copy(y).requires_grad_(y.requires_grad) for y in xs]
+                with torch.no_grad():
+                    moved[j][index] += step
+                values.append([o.detach().reshape(-1) for o in floats(f(*moved))])
+            for k in range(n_outs):
+                cols[k][j].append((values[0][k] - values[1][k]) / (2 * eps))
+    base = floats(f(*xs)) if any(x.numel() == 0 for x in xs) else None
+    return [[torch.stack(cols[k][j], dim=1) if cols[k][j] else
+             torch.zeros(base[k].numel(), 0, dtype=x.dtype, device=x.device) for j, x in enumerate(xs)]
+            for k in range(n_outs)]
 
 
 def floats(outs) -> list[torch.Tensor]:
