@@ -55,7 +55,7 @@ def _flags(cls) -> dict:
 def gradcheck_all(cls, samples) -> bool:
     """True when gradcheck (every supported flag) and gradgradcheck pass on every sample."""
     for args in samples:
-        xs = tuple(a.detach().double().requires_grad_() if a.is_floating_point() else a for a in args)
+        xs = tuple(a.detach().clone().double().requires_grad_() if a.is_floating_point() else a for a in args)
         try:
             ok = torch.autograd.gradcheck(cls.apply, xs, raise_exception=False, **_flags(cls))
             ok = ok and torch.autograd.gradgradcheck(cls.apply, xs, raise_exception=False)

@@ -253,7 +253,7 @@ def numerical(f, xs, eps, n_outs) -> list[list[torch.Tensor]]:
                 values.append([o.detach().reshape(-1) for o in floats(f(*moved))])
             for k in range(n_outs):
                 cols[k][j].append((values[0][k] - values[1][k]) / (2 * eps))
-    base = floats(f(*xs)) if any(x.numel() == 0 for x in xs) else None
+    base = floats(f(*(copy(y).requires_grad_(y.requires_grad) for y in xs))) if any(x.numel() == 0 for x in xs) else None
     return [[torch.stack(cols[k][j], dim=1) if cols[k][j] else
              torch.zeros(base[k].numel(), 0, dtype=x.dtype, device=x.device) for j, x in enumerate(xs)]
             for k in range(n_outs)]
