@@ -75,18 +75,44 @@ exception's first line; the report never dies. ``python -m handgrad.testing --fu
 
 from __future__ import annotations
 
-from .api import assert_function, check_function
-from .cases import FunctionCase, pytest_params
-from .cli import cli_function, main
-from .hints import HINTS, Hint
-from .loading import UsageError, parse_device, parse_dtypes
-from .numerics import SLACK, TOLERANCES
-from .registry import Check, check_names, register_check, unregister_check
-from .report import Fail, Report, Result, Skip, first_line, table
-from .variants import DTYPES, VARIANTS
+import importlib
 
-#: the built-in checks' names, in column order (:func:`check_names` also lists checks registered later)
-CHECKS = check_names()
+# NOTE: names are imported on first use, so that `python -m handgrad.testing --help` and a usage
+# mistake answer without importing torch; any name but the command line's registers the checks first.
+_WHERE = {
+    "assert_function": "api", "check_function": "api", "FunctionCase": "cases", "pytest_params": "cases",
+    "cli_function": "cli", "main": "cli", "HINTS": "hints", "Hint": "hints", "UsageError": "loading",
+    "parse_device": "loading", "parse_dtypes": "loading", "SLACK": "numerics", "TOLERANCES": "numerics",
+    "Check": "registry", "check_names": "registry", "register_check": "registry", "unregister_check": "registry",
+    "Fail": "report", "Report": "report", "Result": "report", "Skip": "report", "first_line": "report",
+    "table": "report", "DTYPES": "variants", "VARIANTS": "variants",
+}
+
+
+def __getattr__(name: str):
+    if name == "CHECKS":
+        #: the built-in checks' names, in column order (check_names() also lists checks registered later)
+        importlib.import_module(".api", __name__)
+        globals()["CHECKS"] = _builtin_checks()
+        return globals()["CHECKS"]
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if _WHERE[name] != "cli":
+        importlib.import_module(".api", __name__)
+    value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def _builtin_checks() -> tuple[str, ...]:
+    from .registry import REGISTRY
+
+    return tuple(k for k, c in REGISTRY.items() if c.run.__module__.startswith(__name__))
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_WHERE) | {"CHECKS"})
+
 
 __all__ = [
     "CHECKS",
