@@ -14,7 +14,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 #: every benchmark script, in the order the README's Performance section lists them
-BENCHMARKS = ("ops", "step", "autocast_step", "memory", "data", "tb_logging", "time_to_98", "ddp")
+BENCHMARKS = ("ops", "step", "autocast_step", "memory", "data", "tb_logging", "time_to_98", "ddp", "checker")
 #: the scripts that read MNIST and take --data-dir
 NEEDS_DATA = frozenset({"data", "tb_logging", "time_to_98", "ddp"})
 

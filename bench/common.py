@@ -15,6 +15,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # so that `python bench/x.py` finds train.py and models/
 
+from handgrad.testing import table  # noqa: E402,F401 - the one table renderer; the benchmarks import it from here
 from train import HelpFormatter, TrainError, _pick_device  # noqa: E402
 
 
@@ -95,13 +96,6 @@ def ratio_spread(times: dict[str, list[float]], a: str = "hand", b: str = "nativ
         return ratios[0], ratios[0]
     q1, _, q3 = statistics.quantiles(ratios, n=4)
     return q1, q3
-
-
-def table(header: list[str], rows: list[list]) -> str:
-    fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)  # noqa: E731
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def write(name: str, args, payload: dict, markdown: str) -> None:

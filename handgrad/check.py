@@ -41,9 +41,9 @@ import torch
 
 from . import registry
 from .functional import get_ops
-from .testing import TOLERANCES, Result, _device, _first_line, _table, _Usage, check_function, cli_function
+from .testing import TOLERANCES, Result, UsageError, check_function, cli_function, first_line, parse_device, table
 
-__all__ = ["Case", "CASES", "CHECKS", "COLUMNS", "cases_of", "run_case", "run_check", "main"]
+__all__ = ["Case", "CASES", "COLUMNS", "cases_of", "run_case", "run_check", "main"]
 
 #: column -> (the row's float dtype, compared with get_ops("native")?, the engine's checks it gathers)
 COLUMNS: dict[str, tuple[torch.dtype, bool, tuple[str, ...]]] = {
@@ -59,7 +59,6 @@ COLUMNS: dict[str, tuple[torch.dtype, bool, tuple[str, ...]]] = {
     "native64": (torch.float64, True, ("values", "grad", "fwd_ad")),
     "native32": (torch.float32, True, ("values", "grad", "fwd_ad")),
 }
-CHECKS = tuple(COLUMNS)
 
 # ---------------------------------------------------------------------------------------------
 # the table
@@ -420,7 +419,7 @@ def _engine_results(case, dtype, native, checks, device, hand, inputs) -> list[R
     try:
         inputs = inputs if inputs is not None else _inputs(case, dtype, device)
     except Exception as exc:  # noqa: BLE001 - a case that cannot be made is an ERROR cell, and the report goes on
-        return [Result(case.name, k, "ERROR", message=_first_line(exc)) for k in checks]
+        return [Result(case.name, k, "ERROR", message=first_line(exc)) for k in checks]
     tolerances = None if case.tolerance is None else dict.fromkeys(TOLERANCES, case.tolerance)
     report = check_function(
         lambda *a: case.run(hand, *a), {case.name: inputs}, (lambda *a: case.run(_NATIVE, *a)) if native else None,
@@ -446,7 +445,7 @@ def _gather(name: str, column: str, results: list[Result], engine_checks: tuple[
     return Result(name, column, status, max(errors) if errors else None, message)
 
 
-def run_case(case: Case, device="cpu", columns: Sequence[str] = CHECKS, *, hand=None, inputs=None) -> dict[str, Result]:
+def run_case(case: Case, device="cpu", columns: Sequence[str] = tuple(COLUMNS), *, hand=None, inputs=None) -> dict[str, Result]:
     """Every column of :data:`COLUMNS` (or ``columns``) on one case: a skip with its reason where the case opts out.
 
     ``hand``: the ops namespace to check (default ``get_ops("hand")``); ``inputs``: the row's
@@ -509,8 +508,8 @@ def _parse(argv):
             parser.exit(2, f"error: unknown op {', '.join(unknown)}; choose from {', '.join(names)}.\n")
         names = [n for n in names if n in args.op]
     try:
-        device = _device(args.device)
-    except _Usage as exc:
+        device = parse_device(args.device)
+    except UsageError as exc:
         parser.exit(2, f"error: {exc}\n")
     return args, names, device
 
@@ -537,19 +536,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows, results = [], []  # results: (case, Result) for every cell
     for name in names:
         cases = cases_of(name)
-        column: dict[str, list[Result]] = {k: [] for k in CHECKS}
+        column: dict[str, list[Result]] = {k: [] for k in COLUMNS}
         for case in cases:
             for k, res in run_case(case, str(device)).items():
                 column[k].append(res)
                 results.append((case, res))
                 if args.verbose:
                     print(f"{case.name:40s} {k:10s} {res.status} {res.error if res.error is not None else ''}")
-        rows.append([name, str(len(cases)), *(_format(column[k]) for k in CHECKS)])
+        rows.append([name, str(len(cases)), *(_format(column[k]) for k in COLUMNS)])
 
     print(f"handgrad gradient-check matrix on {device} (torch {torch.__version__}, checks by handgrad.testing); ok = "
           "passed, number = largest error found, FAIL = wrong result, ERROR = the op raised, +k skip = k rows where "
           "the check does not apply")
-    print(_table(["op", "cases", *CHECKS], rows))
+    print(table(["op", "cases", *COLUMNS], rows))
     count = {s: sum(r.status == s for _, r in results) for s in ("ok", "FAIL", "ERROR", "skip")}
     print(f"{count['ok']} passed, {count['FAIL']} failed, {count['ERROR']} errors, {count['skip']} skipped")
     for reason in dict.fromkeys(r.message for _, r in results if r.status == "skip"):

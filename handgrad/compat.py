@@ -29,6 +29,7 @@ __all__ = [
     "saved_attribute",
     "saved_attribute_names",
     "event_file_writer",
+    "version_counter",
 ]
 
 
@@ -140,3 +141,16 @@ def event_file_writer(writer):
     if get is None:
         raise MissingTorchAPI("SummaryWriter._get_file_writer", "writing a step's statistics as one event")
     return get()
+
+
+# ---------------------------------------------------------------------------------------------
+# tensors
+# ---------------------------------------------------------------------------------------------
+
+
+def version_counter(tensor) -> int | None:
+    """How many in-place writes ``tensor`` (and every view of its storage) has seen: torch's ``_version``.
+
+    Optional: None where torch lacks it; the checker's ``untouched`` column then compares values only.
+    """
+    return getattr(tensor, "_version", None)

@@ -84,6 +84,15 @@ def test_event_file_writer(tmp_path):
         writer.close()
 
 
+def test_version_counter_counts_in_place_writes():
+    x = torch.zeros(3)
+    before = compat.version_counter(x)
+    x.add_(1)
+    x[1:].mul_(2)  # NOTE: a write through a view counts on the base too
+    assert compat.version_counter(x) == before + 2
+    assert compat.version_counter(x.clone()) == 0
+
+
 def test_missing_api_names_the_api_and_the_torch_version():
     class NoWriter:
         pass

@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from handgrad import functions as fn
-from handgrad.check import CASES, CHECKS, run_check
+from handgrad.check import CASES, COLUMNS, run_check
 from handgrad.functional import OP_NAMES
 
 
-@pytest.mark.parametrize("check", list(CHECKS))
+@pytest.mark.parametrize("check", list(COLUMNS))
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 def test_matrix(case, check, device):
     result = run_check(case, check, device)
@@ -70,8 +70,8 @@ def test_check_report_shows_and_counts_skipped_cells_apart(capsys):
     assert main(["--op", "relu"]) == 0
     out = capsys.readouterr().out
     rows = [c for c in CASES if c.op == "relu"]
-    skipped = sum(c.skip_reason(k) is not None for c in rows for k in CHECKS)
-    ran = len(rows) * len(CHECKS) - skipped
+    skipped = sum(c.skip_reason(k) is not None for c in rows for k in COLUMNS)
+    ran = len(rows) * len(COLUMNS) - skipped
     assert skipped > 0 and f"{ran} passed, 0 failed, 0 errors, {skipped} skipped" in out
     assert re.search(rf"\| relu +\| {len(rows)} +\| ok [0-9.e+-]+ \+2 skip", out)
     assert "skipped: NaN/inf inputs" in out

@@ -148,7 +148,7 @@ def test_a_declared_op_is_in_the_check_matrix(capsys):
         assert check.main(["--op", "tanh"]) == 0
         out = capsys.readouterr().out
     name, cases, *cells = _row(out, "tanh")
-    assert cases == "1" and len(cells) == len(check.CHECKS)
+    assert cases == "1" and len(cells) == len(check.COLUMNS)
     assert all(c.startswith("ok") for c in cells), cells  # every column ran (none skipped) and passed
     assert "0 failed, 0 errors, 0 skipped" in out
 
@@ -157,7 +157,7 @@ def test_the_check_matrix_catches_a_wrong_backward_in_a_declared_op(capsys):
     with declared_tanh(BrokenTanhFunction):
         assert check.main(["--op", "tanh"]) == 1
         out = capsys.readouterr().out
-    cells = dict(zip(check.CHECKS, _row(out, "tanh")[2:]))
+    cells = dict(zip(check.COLUMNS, _row(out, "tanh")[2:]))
     for column in ("grad", "native64", "native32"):  # gradgrad and fwd_ad: the wrong backward is self-consistent, jvp right
         assert cells[column].startswith("FAIL"), (column, cells[column])
 
