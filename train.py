@@ -376,13 +376,16 @@ def check_resume(path: str, state: dict, config: dict, data: dict, steps_per_epo
         n = state["epoch"]
         raise NothingToDo(f"nothing to do: checkpoint {path} already trained {n} epochs (--epochs {n}); to train "
                           f"more, give a larger --epochs, e.g. --resume {path} --epochs {2 * n}: the added epochs "
-                          f"follow a {config['schedule']} schedule of their own, starting again at --lr {config['lr']:g}.")
+                          f"follow a {_SCHEDULES[config['schedule']]} schedule of their own, starting again at --lr {config['lr']:g}.")
     start = saved["epochs"] if extend else saved["schedule_start"]
     total_steps = (config["epochs"] - start) * steps_per_epoch
     if not extend and saved.get("total_steps") != total_steps:
         raise TrainError(f"checkpoint {path} follows a schedule of {saved.get('total_steps')} steps but these flags "
                          f"give {total_steps}; use the flags of the run that wrote it.")
     return start
+
+
+_SCHEDULES = {"onecycle": "one-cycle", "constant": "constant learning-rate"}
 
 
 class NothingToDo(Exception):
@@ -564,8 +567,6 @@ def plan_outputs(args, ops: OpsChoice, procs: distributed.Processes, stack: Exit
         check_save_path(save)
         check_save_target(save, vars(args), args.overwrite, args.resume)
         stack.enter_context(save_lock(save))
-        if not args.save:
-            print(f"checkpoints go to {save}, the --resume file (give --save to keep it as it is)")
     logdir = None if args.no_log else (args.logdir or _default_logdir(args, ops))
     out = Outputs(save, logdir, not args.quiet and sys.stderr.isatty())
     if logdir:
@@ -686,7 +687,7 @@ def resume(run: Run, state: dict | None, extended: bool) -> None:
             torch.cuda.set_rng_state(state["rng_cuda"].cpu(), run.device)
         print(resumed_line(path, run.epoch, run.step_in_epoch, run.step, run.args.epochs, run.steps_per_epoch))
         if extended:
-            print(f"extending a finished run: epochs {run.epoch + 1}-{run.args.epochs} follow a {run.args.schedule} "
+            print(f"extending a finished run: epochs {run.epoch + 1}-{run.args.epochs} follow a {_SCHEDULES[run.args.schedule]} "
                   f"schedule of their own ({run.total_steps} steps, peak --lr {run.args.lr:g})")
     run.saved_at = run.step
 
@@ -818,6 +819,8 @@ def _announce(run: Run) -> None:
     args, data = run.args, run.data
     if data.note:  # NOTE: only now, so that a refused resume stays one line
         print(data.note, file=sys.stderr)
+    if run.out.save and not args.save:
+        print(f"checkpoints go to {run.out.save}, the --resume file (give --save elsewhere to keep it as it is)")
     print(f"training {run.ops.label} ops on {run.device} ({args.dtype}), data: {data.source}, "
           f"{data.train_size} train / {data.test_y.numel()} test images, "
           f"{run.steps_per_epoch} steps per epoch" + (f", logs in {run.out.logdir}" if run.out.logdir else ""))
