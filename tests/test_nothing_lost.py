@@ -304,3 +304,59 @@ def test_the_readme_save_and_resume_line_works_on_first_use(tmp_path, capsys):
     assert first["epoch"] == 1 and "does not exist yet: starting a new run" in capsys.readouterr().out
     second = train.main([*TINY, "--save", str(path), "--resume", str(path)])
     assert second["epoch"] == 2 and f"resumed from {path}: epoch 1 of 2" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------------------------
+# the library pieces: one device parser, one atomic writer, one lock
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text, words", [("tpu", "is not a device"), ("meta", "is not supported"), ("cuda:99", "cuda:99")])
+def test_parse_device_refuses_in_one_sentence(text, words):
+    from handgrad.devices import parse_device
+
+    if text == "cuda:99" and not torch.cuda.is_available():
+        words = "CUDA is not available"
+    with pytest.raises(ValueError) as info:
+        parse_device(text)
+    assert words in str(info.value) and str(info.value).endswith(".") and "\n" not in str(info.value)
+
+
+def test_parse_device_names_what_it_picks():
+    from handgrad.devices import parse_device
+
+    assert parse_device("cpu") == torch.device("cpu")
+    assert parse_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if torch.cuda.is_available():
+        assert parse_device("cuda").index is not None
+
+
+def test_write_atomically_keeps_the_old_file_when_writing_fails(tmp_path):
+    from handgrad.files import write_atomically
+
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"old")
+
+    def half_then_fail(f):
+        f.write(b"new but")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError):
+        write_atomically(path, half_then_fail)
+    assert path.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["f.bin"]
+    write_atomically(path, lambda f: f.write(b"new"))
+    assert path.read_bytes() == b"new"
+
+
+def test_lock_beside_refuses_a_second_holder_and_goes_away(tmp_path):
+    from handgrad.files import Locked, lock_beside
+
+    path = tmp_path / "c.pt"
+    with lock_beside(path) as lock:
+        assert lock.read_text().strip() == str(os.getpid())
+        with pytest.raises(Locked) as info, lock_beside(path):
+            pass
+        assert info.value.pid == os.getpid()
+    assert list(tmp_path.iterdir()) == []
+    with lock_beside(path):  # free again
+        pass
