@@ -3,8 +3,8 @@
     python train.py                                   # 784-256-128-10, 5 epochs, hand ops
     python train.py --ops native                      # the same with PyTorch's ops
     python train.py --ops compare --epochs 1          # hand ops, native gradients checked every step
-    python train.py --data-dir ../shared/data --save ckpt.pt
-    python train.py --data-dir ../shared/data --save ckpt.pt --resume ckpt.pt   # go on (same flags)
+    python train.py --data-dir ../shared/data --save ckpt.pt --resume ckpt.pt   # starts, or goes on (same flags)
+    python train.py --resume ckpt.pt --epochs 20      # a finished run, 20 epochs in all (a new schedule for the rest)
     python train.py --sample --epochs 1               # the 10,000-digit sample shipped with handgrad
     torchrun --standalone --nproc-per-node 2 train.py # two processes, DDP; --batch-size is the global batch
     python train.py --preset seed001                  # the notes' sigmoid + squared-error network
@@ -13,9 +13,18 @@
 
 Data: the four MNIST files in --data-dir, else in $HANDGRAD_DATA (a given folder without them is
 an error), else in ./data; downloaded when missing (unless --no-download); with no folder given
-and nothing found, the MNIST sample shipped with handgrad (unless --no-fallback). Expected
-mistakes print one sentence and exit nonzero: 2 for bad arguments, data or checkpoints, 3 for a
-non-finite loss or gradient, 130 for Ctrl-C (at any moment; a checkpoint is never half-written).
+and nothing found, the MNIST sample shipped with handgrad (unless --no-fallback).
+
+Checkpoints: --save writes a new file, or replaces a checkpoint of the same run (same flags and
+data); anything else is refused before training unless --overwrite is given. A lock beside the
+file (.NAME.lock) keeps a second run off the same path. --resume without --save saves back to the
+resumed file; --resume P --save P with no P yet starts the run that later calls resume.
+
+Stages: the flags are parsed first (so --help and a typo answer before torch is imported), then
+seed and device, data, model and optimizer, resume, monitor, the epoch loop and the summary.
+Expected mistakes print one sentence and exit nonzero: 2 for bad arguments, data or checkpoints,
+3 for a non-finite loss or gradient, 4 for a failed --ops compare, 130 for Ctrl-C and 143 for
+SIGTERM (at any moment; a checkpoint is never half-written, and one is written at the step).
 """
 
 from __future__ import annotations
@@ -27,68 +36,63 @@ import sys
 
 def _quit_during_startup(signum, frame) -> None:
     os.write(2, b"interrupted during start-up; nothing was written.\n")
-    os._exit(130)
+    os._exit(128 + signum)
 
 
 if __name__ == "__main__":
-    # NOTE: installed before torch is imported (seconds): Ctrl-C during start-up is one line, not a
-    # 70-line traceback. cli() replaces it once the imports are done.
+    # NOTE: installed before torch is imported (seconds): Ctrl-C or SIGTERM during start-up is one
+    # line, not a 70-line traceback. cli() replaces it once the imports are done.
     signal.signal(signal.SIGINT, _quit_during_startup)
+    signal.signal(signal.SIGTERM, _quit_during_startup)
 
 import argparse
 import math
-import tempfile
-import time
-from collections.abc import Callable
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import datetime
-from pathlib import Path
+from dataclasses import dataclass
 
-import torch
-
-from handgrad import distributed
-from handgrad.checkpoint import CheckpointError, check_save_path, save_checkpoint
-from handgrad.checkpoint import load_checkpoint as _load_file
-from handgrad.compare import Comparison, GradientMismatch, Objective
-from handgrad.data import DataError, MNISTData, load_mnist
-from handgrad.functional import get_ops
-from handgrad.monitor import LogSchedule, Monitor
-from models.mlp import MLP
 from models.presets import PRESETS, as_flags
 
-CHECKPOINT_VERSION = 2  # 2: records its data; version 1 files still resume (without the data check)
-# the flags that fix the model's shape and math: a checkpoint only resumes under the same ones
-MODEL_KEYS = ("hidden", "activation", "loss", "dtype", "bias")
-#: what a checkpoint written before a flag existed implies for it
-IMPLIED = {"bias": True}
-# ...and the flags that fix the sequence of updates; the data is compared as well (see check_resume)
-TRAINING_KEYS = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "schedule", "seed", "limit_train")
 # the flags shown beside the final metrics in TensorBoard's HPARAMS tab
 HPARAMS = ("ops", "lr", "momentum", "weight_decay", "batch_size", "epochs", "activation", "loss", "seed", "dtype", "hidden",
            "preset", "bias")
-
-
-class TrainError(Exception):
-    """An expected failure: one sentence for the user and an exit status."""
-
-    def __init__(self, message: str, status: int = 2) -> None:
-        super().__init__(message)
-        self.status = status
+# NOTE: bounds checked at parse time, before anything is built from them
+MAX_EPOCHS = 100_000
+MAX_LAYER = 65_536
+MAX_HISTOGRAMS = 10_000
+MAX_SEED = 2**64 - 1  # what torch.manual_seed accepts
 
 
 # ---------------------------------------------------------------------------------------------
-# flags
+# flags (no torch here: --help and a typo answer at once)
 # ---------------------------------------------------------------------------------------------
 
 
-def _positive_int(text: str) -> int:
+def _bounded_int(low: int, high: int | None = None, what: str = "a positive integer"):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"expected {what}" + (f" up to {high:,}" if high is not None else "")
+                                             + f", got {text}")
+        return value
+
+    parse.__name__ = "int"
+    return parse
+
+
+_positive_int = _bounded_int(1)
+_non_negative_int = _bounded_int(0, what="an integer >= 0")
+
+
+def _seed(text: str) -> int:
+    """A whole number 0 .. 2**64 - 1 (torch's seed range); anything else is refused here, not deep in torch."""
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+        raise argparse.ArgumentTypeError(f"expected a whole number from 0 to {MAX_SEED}, got {text!r}") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 0 to {MAX_SEED}, got {text}")
     return value
 
 
@@ -102,16 +106,6 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
-    return value
-
-
 def _hidden(text: str) -> list[int]:
     try:
         sizes = [int(s) for s in text.split(",") if s.strip()]
@@ -119,8 +113,8 @@ def _hidden(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated layer sizes like 256,128, got {text!r}") from None
     if not sizes:
         raise argparse.ArgumentTypeError(f"expected at least one hidden layer size like 256,128, got {text!r}")
-    if any(s < 1 for s in sizes):
-        raise argparse.ArgumentTypeError(f"layer sizes must be positive, got {text!r}")
+    if any(s < 1 or s > MAX_LAYER for s in sizes):
+        raise argparse.ArgumentTypeError(f"layer sizes must be from 1 to {MAX_LAYER:,}, got {text!r}")
     return sizes
 
 
@@ -146,8 +140,6 @@ def _presets_epilog() -> str:
     for name, preset in PRESETS.items():
         lines += [f"  {name}: {preset.summary}", f"      {as_flags(preset.values)}"]
     return "\n".join(lines)
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         description="Train an MLP on MNIST with hand-written (or native) autograd ops.",
@@ -156,7 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--preset", choices=list(PRESETS), default="default",
                    help="named training setup (listed below); explicit flags override its values")
-    p.add_argument("--epochs", type=_positive_int, default=5, help="epochs in the schedule")
+    p.add_argument("--epochs", type=_bounded_int(1, MAX_EPOCHS), default=5,
+                   help="epochs in all; resuming a finished run with more adds a schedule of its own for the rest")
     p.add_argument("--batch-size", type=_positive_int, default=128, help="training batch size")
     p.add_argument("--lr", type=_non_negative_float, default=0.1, help="peak learning rate of the one-cycle schedule")
     p.add_argument("--momentum", type=_non_negative_float, default=0.9, help="SGD Nesterov momentum (0 turns it off)")
@@ -174,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --ops compare: largest relative gradient error allowed")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="parameter and data dtype")
-    p.add_argument("--seed", type=int, default=0, help="seed for weights and batch order")
+    p.add_argument("--seed", type=_seed, default=0, help="seed for weights and batch order, 0 to 2**64-1")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--data-dir", default=None,
                        help="folder holding the four MNIST files, itself or in MNIST/raw or raw "
@@ -191,10 +184,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="log gradient/weight statistics at every one of the first N steps")
     p.add_argument("--log-every", type=_positive_int, default=50,
                    help="after the first --log-dense steps, steps between statistics (and always each epoch's last)")
-    p.add_argument("--histograms", type=_non_negative_int, default=10,
+    p.add_argument("--histograms", type=_bounded_int(0, MAX_HISTOGRAMS, "an integer >= 0"), default=10,
                    help="weight and gradient histogram snapshots per run, spread evenly over full batches (0: none)")
-    p.add_argument("--save", default=None, help="checkpoint path, written atomically after every epoch")
-    p.add_argument("--resume", default=None, help="checkpoint to continue from")
+    p.add_argument("--save", default=None,
+                   help="checkpoint path, written atomically after every epoch (and at the step on Ctrl-C or SIGTERM); "
+                        "a new file or a checkpoint of this same run")
+    p.add_argument("--overwrite", action="store_true",
+                   help="let --save replace a file that is not a checkpoint of this run")
+    p.add_argument("--resume", default=None,
+                   help="checkpoint to continue from (also where checkpoints go when --save is not given)")
     p.add_argument("--stop-after", type=_positive_int, default=None,
                    help="stop after this many epochs in this run (the schedule still spans --epochs)")
     p.add_argument("--deterministic", action="store_true", help="use deterministic algorithms only")
@@ -221,70 +219,75 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+
+
+@dataclass(frozen=True)
+class OpsChoice:
+    """--ops decoded in this one place: the ops the model is built from, and whether native gradients check it."""
+
+    label: str  # --ops as typed: hand, native or compare (names the run in logs)
+    model_ops: str  # "hand" or "native": what models.mlp.MLP is built from
+    compare_tol: float | None  # with --ops compare: the largest relative gradient error allowed; else None
+
+    @property
+    def compare(self) -> bool:
+        return self.compare_tol is not None
+
+
+def ops_choice(args: argparse.Namespace) -> OpsChoice:
+    if args.ops == "compare":
+        return OpsChoice("compare", "hand", args.compare_tol)
+    return OpsChoice(args.ops, args.ops, None)
+
+
+if __name__ == "__main__":
+    parse_args()  # NOTE: --help and a flag typo answer here, before torch is imported (seconds)
+
+import tempfile  # noqa: I001 - NOTE: the heavy imports come after the parse above, on purpose
+import time
+from collections.abc import Callable
+from contextlib import ExitStack, contextmanager, suppress
+from dataclasses import field
+from datetime import datetime
+from pathlib import Path
+
+import torch
+
+from handgrad import distributed
+from handgrad.checkpoint import CheckpointError, check_save_path, save_checkpoint, save_lock
+from handgrad.compare import Comparison, GradientMismatch, Objective
+from handgrad.data import DataError, MNISTData, load_mnist
+from handgrad.devices import parse_device
+from handgrad.functional import get_ops
+from handgrad.monitor import LogSchedule, Monitor
+from handgrad.resume import (CHECKPOINT_VERSION, SCHEDULE_NAMES, NothingToDo, TrainError, check_resume,
+                             check_save_data, check_save_target, is_finished, load_checkpoint, resumed_line, same_file)
+from models.mlp import MLP
+
 # ---------------------------------------------------------------------------------------------
-# checkpoints
+# Ctrl-C and SIGTERM
 # ---------------------------------------------------------------------------------------------
-
-
-def load_checkpoint(path: str | os.PathLike, device: torch.device) -> dict:
-    state = _load_file(path, device)
-    if state.get("version") not in (1, CHECKPOINT_VERSION):
-        raise TrainError(f"checkpoint {path} is not a handgrad checkpoint of version {CHECKPOINT_VERSION}.")
-    return state
-
-
-def _shown(value) -> str:
-    """A flag's value as one would type it: 256,128 for a list, none for None."""
-    if isinstance(value, (list, tuple)):
-        return ",".join(map(str, value))
-    return "none" if value is None else str(value)
-
-
-def _data_shown(data: dict) -> str:
-    kind = "full MNIST" if data.get("source") == "mnist" else "the shipped sample"
-    return f"{kind} of {data.get('train')} train / {data.get('test')} test images"
-
-
-def check_resume(path: str, state: dict, config: dict, data: dict, total_steps: int) -> None:
-    """Refuse a checkpoint written under other flags or other data: one sentence naming each difference."""
-    saved = {**IMPLIED, **state.get("config", {})}
-    diffs = [f"--{k.replace('_', '-')} {_shown(saved.get(k))} (checkpoint) vs {_shown(config[k])} (now)"
-             for k in (*MODEL_KEYS, *TRAINING_KEYS) if saved.get(k) != config[k]]
-    fixes = ["use the checkpoint's values"] if diffs else []
-    saved_data = state.get("data")  # NOTE: absent in version-1 checkpoints, which cannot be checked
-    if saved_data is not None and saved_data != data:
-        diffs.append(f"the data: {_data_shown(saved_data)} (checkpoint) vs {_data_shown(data)} (now)")
-        fixes.append("add --sample (the data it was trained on)" if saved_data.get("source") == "sample" else
-                     "point --data-dir or $HANDGRAD_DATA at the MNIST files it was trained on")
-    if diffs:
-        raise TrainError(f"checkpoint {path} was written under other settings: {', '.join(diffs)}; "
-                         f"{' and '.join(fixes)}, or drop --resume to start a new run.")
-    if saved.get("total_steps") != total_steps:
-        raise TrainError(f"checkpoint {path} follows a schedule of {saved.get('total_steps')} steps but these flags "
-                         f"give {total_steps}; use the flags of the run that wrote it.")
-
-
-def resumed_line(path: str, epoch: int, step_in_epoch: int, step: int, epochs: int, steps_per_epoch: int) -> str:
-    line = f"resumed from {path}: epoch {epoch} of {epochs}, step {step}"
-    if step_in_epoch:
-        line += f" (mid-epoch: {step_in_epoch} of the {steps_per_epoch} steps of epoch {epoch + 1} done)"
-    return line
 
 
 class _CtrlC:
-    """Ctrl-C raises KeyboardInterrupt, except inside ``held()``, which delivers it when the block ends.
+    """Ctrl-C (and SIGTERM) raise KeyboardInterrupt, except inside ``held()``, which delivers it when the block ends.
 
     NOTE: an update (optimizer step, schedule step, counters) is applied whole or not at all, so
-    the checkpoint written on Ctrl-C never records half of one. Installed by cli() only.
+    the checkpoint written on Ctrl-C never records half of one. Installed by cli() only. SIGTERM
+    (what a scheduler, ``timeout`` or a container stop sends) is handled the same way; ``signum``
+    says which one arrived.
     """
 
     def __init__(self) -> None:
-        self.depth, self.pending = 0, False
+        self.depth, self.pending, self.signum = 0, False, signal.SIGINT
 
     def install(self) -> None:
+        self.signum = signal.SIGINT
         signal.signal(signal.SIGINT, self._handler)
+        signal.signal(signal.SIGTERM, self._handler)
 
     def _handler(self, signum, frame) -> None:
+        self.signum = signum
         if self.depth:
             self.pending = True
         else:
@@ -344,87 +347,96 @@ def _log_graph(monitor: Monitor, model: MLP, data, batch_size: int) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# the stages before the loop: seed and device, data, model and optimizer, resume, monitor
+# the stages before the loop: outputs, seed and device, data, model and optimizer, resume, monitor
 # ---------------------------------------------------------------------------------------------
 
 
-def _pick_device(name: str) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise TrainError(f"--device {name!r} is not a device; use auto, cpu, cuda or cuda:N.") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise TrainError(f"--device {name} was given but CUDA is not available on this machine; use --device cpu.")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise TrainError(f"--device {name} does not exist: this machine has {torch.cuda.device_count()} GPU(s).")
-        if device.index is None:  # NOTE: name the GPU actually used, as cuda:N
-            device = torch.device("cuda", torch.cuda.current_device())
-    elif device.type != "cpu":
-        raise TrainError(f"--device {name!r} is not supported; use auto, cpu, cuda or cuda:N.")
-    return device
-
-
-def _default_logdir(args) -> str:
+def _default_logdir(args, ops: OpsChoice) -> str:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     hidden = "x".join(map(str, args.hidden))
-    return str(Path("runs") / f"{stamp}-{args.ops}-{args.activation}-{args.loss}-h{hidden}-s{args.seed}")
+    return str(Path("runs") / f"{stamp}-{ops.label}-{args.activation}-{args.loss}-h{hidden}-s{args.seed}")
 
 
-def _check_writable(path: Path, what: str) -> None:
-    """A folder (created if missing) that takes a new file; --logdir only (--save: check_save_path)."""
+def _check_writable(path: Path, what: str) -> list[Path]:
+    """A folder (created if missing) that takes a new file; returns the folders it created, deepest first.
+
+    NOTE: --logdir only (--save: check_save_path). The caller removes the created folders again
+    if the run stops before writing anything into them (a refused resume, a data error).
+    """
+    created = [p for p in (path, *path.parents) if not p.exists()]
     try:
         path.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=path):
             pass
     except OSError as exc:
+        _remove_empty(created)
         raise TrainError(f"{what} {path} is not writable ({exc.strerror or exc}); choose another path.") from None
+    return created
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    for folder in folders:  # deepest first; a folder with anything in it stays
+        with suppress(OSError):
+            folder.rmdir()
 
 
 @dataclass
-class Run:
-    """What the stages hand on: the flags, the data, the model and its optimizer, and the counters a checkpoint records."""
+class Outputs:
+    """Where this process writes: the checkpoint path (under its lock), TensorBoard's folder, the progress bar."""
 
-    args: argparse.Namespace
-    procs: distributed.Processes
-    config: dict
-    device: torch.device
+    save: str | None
     logdir: str | None
-    data: MNISTData
-    model: MLP
-    model_kwargs: dict
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
-    objective: Callable
-    steps_per_epoch: int
-    total_steps: int
-    epoch: int = 0
-    step_in_epoch: int = 0  # NOTE: > 0 only in a run resumed mid-epoch
-    step: int = 0
-    saved_at: int = 0  # the step the file at --save (if any) holds; Ctrl-C saves only newer work
-    monitor: Monitor | None = None
-    comparison: Comparison | None = None
-    history: list[dict] = field(default_factory=list)
-    metrics: dict = field(default_factory=dict)
+    show_bar: bool
+    created: list = field(default_factory=list)  # folders made for logdir, removed if left empty
 
 
-def seed_and_device(args) -> tuple[torch.device, torch.dtype, str | None]:
-    """Seed, device and dtype; the output paths are checked now, before minutes of loading and training."""
-    device = _pick_device(args.device)
+def plan_outputs(args, ops: OpsChoice, procs: distributed.Processes, stack: ExitStack) -> Outputs:
+    """Checked now, before minutes of loading and training: --save (path, what it holds, its lock) and --logdir.
+
+    --resume without --save saves back to the resumed file. Only process 0 writes under torchrun.
+    """
+    if not procs.writes:
+        return Outputs(None, None, False)
+    save = args.save or args.resume
+    if save:
+        check_save_path(save)
+        check_save_target(save, vars(args), args.overwrite, args.resume)
+        stack.enter_context(save_lock(save))
+    logdir = None if args.no_log else (args.logdir or _default_logdir(args, ops))
+    out = Outputs(save, logdir, not args.quiet and sys.stderr.isatty())
+    if logdir:
+        out.created = _check_writable(Path(logdir), "--logdir")
+        stack.callback(_remove_empty, out.created)
+    return out
+
+
+def read_resume(args) -> dict | None:
+    """The --resume checkpoint, read before the data: a missing key, a newer version, an unreadable file fail fast.
+
+    ``--resume P --save P`` with no P yet starts a new run that saves there, so one command both
+    starts a run and continues it after an interruption.
+    """
+    if not args.resume:
+        return None
+    if args.save and same_file(args.save, args.resume) and not Path(args.resume).exists():
+        print(f"{args.resume} does not exist yet: starting a new run that saves there (the same command resumes it)")
+        return None
+    return load_checkpoint(args.resume, "cpu")
+
+
+def seed_and_device(args, procs: distributed.Processes) -> tuple[torch.device, torch.dtype]:
+    """The device (torchrun's choice for this process, else --device), the dtype, the seed."""
+    try:
+        device = procs.device or parse_device(args.device)
+    except ValueError as exc:
+        raise TrainError(str(exc)) from None
     dtype = getattr(torch, args.dtype)
     torch.manual_seed(args.seed)
     if args.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
     torch.autograd.set_detect_anomaly(args.detect_anomaly)
-    if args.save:
-        check_save_path(args.save)
-    logdir = None if args.no_log else (args.logdir or _default_logdir(args))
-    if logdir:
-        _check_writable(Path(logdir), "--logdir")
-    return device, dtype, logdir
+    return device, dtype
 
 
 def load_data(args, procs: distributed.Processes, device: torch.device, dtype: torch.dtype) -> MNISTData:
@@ -443,42 +455,75 @@ def _scheduler(optimizer: torch.optim.Optimizer, args, total_steps: int) -> torc
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
 
 
-def build(args, procs: distributed.Processes, device: torch.device, dtype: torch.dtype, logdir: str | None,
-          data: MNISTData) -> Run:
+@dataclass
+class Run:
+    """What the stages hand on: the flags, the data, the model and its optimizer, and the counters a checkpoint records."""
+
+    args: argparse.Namespace
+    ops: OpsChoice
+    out: Outputs
+    procs: distributed.Processes
+    config: dict
+    device: torch.device
+    data: MNISTData
+    model: MLP
+    model_kwargs: dict
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    objective: Callable
+    steps_per_epoch: int
+    total_steps: int  # of the schedule: (epochs - schedule_start) * steps_per_epoch
+    schedule_start: int = 0  # the epoch the schedule starts at: > 0 in a finished run extended by more epochs
+    epoch: int = 0
+    step_in_epoch: int = 0  # NOTE: > 0 only in a run resumed mid-epoch
+    step: int = 0
+    saved_at: int = 0  # the step the file at --save (if any) holds; Ctrl-C saves only newer work
+    monitor: Monitor | None = None
+    comparison: Comparison | None = None
+    history: list[dict] = field(default_factory=list)
+    metrics: dict = field(default_factory=dict)
+
+
+def build(args, ops: OpsChoice, out: Outputs, procs: distributed.Processes, device: torch.device, dtype: torch.dtype,
+          data: MNISTData, schedule_start: int = 0) -> Run:
     """The model, its SGD optimizer and learning-rate schedule, and the objective each step calls."""
-    config = {**vars(args), "hidden": list(args.hidden), "processes": procs.world}
-    ops_kind = "hand" if args.ops == "compare" else args.ops
+    config = {**vars(args), "hidden": list(args.hidden), "processes": procs.world, "schedule_start": schedule_start}
     model_kwargs = dict(hidden=args.hidden, activation=args.activation, loss=args.loss,
                         weight_decay=args.weight_decay, bias=args.bias, device=device, dtype=dtype)
-    model = MLP(get_ops(ops_kind), **model_kwargs)
+    model = MLP(get_ops(ops.model_ops), **model_kwargs)
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum, nesterov=args.momentum > 0)
     steps_per_epoch = data.steps_per_epoch(args.batch_size)
-    total_steps = args.epochs * steps_per_epoch
+    total_steps = (args.epochs - schedule_start) * steps_per_epoch
     scheduler = _scheduler(optimizer, args, total_steps)
     objective = torch.compile(model.objective) if args.compile else model.objective
     if procs.launched:
         objective = procs.objective(Objective(model), compile=args.compile)  # DDP: each process runs its rows of every batch
-    return Run(args, procs, config, device, logdir, data, model, model_kwargs, optimizer, scheduler, objective,
-               steps_per_epoch, total_steps)
+    return Run(args, ops, out, procs, config, device, data, model, model_kwargs, optimizer, scheduler, objective,
+               steps_per_epoch, total_steps, schedule_start)
 
 
-def resume(run: Run) -> None:
-    """With --resume: the checkpoint's weights, optimizer, schedule, counters and random state, once it is checked."""
+def resume(run: Run, state: dict | None, extended: bool) -> None:
+    """With --resume: the checkpoint's weights, optimizer, schedule, counters and random state (checked already)."""
     path = run.args.resume
-    if path:
-        state = load_checkpoint(path, run.device)
-        check_resume(path, state, run.config, run.data.identity(), run.total_steps)
+    if state is not None:
         try:
             run.model.load_state_dict(state["model"])
             run.optimizer.load_state_dict(state["optimizer"])
-            run.scheduler.load_state_dict(state["scheduler"])
+            if not extended:  # NOTE: an extended run starts its own schedule (and keeps the momentum)
+                run.scheduler.load_state_dict(state["scheduler"])
         except (KeyError, RuntimeError, ValueError) as exc:
             raise TrainError(f"checkpoint {path} does not fit this model ({str(exc).splitlines()[0]}).") from None
+        if extended:
+            for group in run.optimizer.param_groups:  # NOTE: the loaded state carries the old schedule's last lr
+                group["lr"] = run.scheduler.get_last_lr()[0]
         run.epoch, run.step_in_epoch, run.step = state["epoch"], state["step_in_epoch"], state["step"]
         torch.set_rng_state(state["rng_cpu"].cpu())
         if run.device.type == "cuda" and state.get("rng_cuda") is not None:
             torch.cuda.set_rng_state(state["rng_cuda"].cpu(), run.device)
         print(resumed_line(path, run.epoch, run.step_in_epoch, run.step, run.args.epochs, run.steps_per_epoch))
+        if extended:
+            print(f"extending a finished run: epochs {run.epoch + 1}-{run.args.epochs} follow a {SCHEDULE_NAMES[run.args.schedule]} "
+                  f"schedule of their own ({run.total_steps} steps, peak --lr {run.args.lr:g})")
     run.saved_at = run.step
 
 
@@ -498,18 +543,31 @@ def checkpoint_state(run: Run) -> dict:
     }
 
 
+def open_comparison(run: Run) -> Comparison | None:
+    """With --ops compare: the native twin that checks every step's hand gradients; else None.
+
+    NOTE: built after resume() on purpose: the twin's initial weights draw from the restored random state.
+    """
+    if not run.ops.compare:
+        return None
+    return Comparison(run.model, MLP(get_ops("native"), **run.model_kwargs), run.ops.compare_tol, run.monitor)
+
+
+def compare_step(run: Run, x: torch.Tensor, y: torch.Tensor, step: int, total: torch.Tensor) -> None:
+    """With --ops compare: this step's hand gradients against native ones (GradientMismatch above the tolerance)."""
+    if run.comparison is not None:
+        run.comparison.step(x, y, step, total)
+
+
 def open_monitor(run: Run) -> None:
-    """TensorBoard's monitor and, with --ops compare, the native twin that checks every step's gradients."""
+    """TensorBoard's monitor (and, with --ops compare, the comparison that reports into it)."""
     args, data = run.args, run.data
-    schedule = LogSchedule(total_steps=run.total_steps, steps_per_epoch=run.steps_per_epoch,
+    schedule = LogSchedule(total_steps=args.epochs * run.steps_per_epoch, steps_per_epoch=run.steps_per_epoch,
                            full_batches=data.train_size // args.batch_size, log_every=args.log_every,
                            log_dense=args.log_dense, histograms=args.histograms)
-    compare = args.ops == "compare"
-    run.monitor = Monitor(run.logdir, run.model, schedule, compare_tol=args.compare_tol if compare else None)
+    run.monitor = Monitor(run.out.logdir, run.model, schedule, compare_tol=run.ops.compare_tol)
     run.monitor.config({**run.config, "device": str(run.device), "data": data.source})
-    # NOTE: built after resume() on purpose: the twin's initial weights draw from the restored random state
-    run.comparison = Comparison(run.model, MLP(get_ops("native"), **run.model_kwargs), args.compare_tol,
-                                run.monitor) if compare else None
+    run.comparison = open_comparison(run)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -520,7 +578,7 @@ def open_monitor(run: Run) -> None:
 def _not_finite(run: Run) -> TrainError:
     bad = first_non_finite(run.model)
     where = f"the gradient of {bad}" if bad else "the loss"
-    save = run.args.save
+    save = run.out.save
     kept = f"; {save} keeps the last good checkpoint" if save and Path(save).exists() else ""
     return TrainError(f"{where} is not finite at step {run.step + 1} (epoch {run.epoch + 1}); "
                       f"lower --lr or check the data{kept}.", status=3)
@@ -540,8 +598,7 @@ def train_step(run: Run, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     finite, loss = run.procs.agree(total.detach() + sq, loss)
     if not finite:
         raise _not_finite(run)
-    if run.comparison is not None:
-        run.comparison.step(x, y, step, total)
+    compare_step(run, x, y, step, total)
     run.monitor.before_update(step, logits, run.procs.local_targets(y))
     with CTRL_C.held():
         run.optimizer.step()
@@ -551,7 +608,7 @@ def train_step(run: Run, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return loss.detach()
 
 
-def train_epoch(run: Run, show_bar: bool) -> None:
+def train_epoch(run: Run) -> None:
     """The rest of the current epoch's batches, then the test set, the line, the scalars and the checkpoint."""
     from tqdm.auto import tqdm
 
@@ -561,7 +618,7 @@ def train_epoch(run: Run, show_bar: bool) -> None:
     loss_sum = torch.zeros((), dtype=torch.float64, device=run.device)
     seen = 0
     bar = tqdm(total=run.steps_per_epoch, initial=first_step, desc=f"epoch {run.epoch + 1}/{args.epochs}",
-               disable=not show_bar, leave=False, dynamic_ncols=True)
+               disable=not run.out.show_bar, leave=False, dynamic_ncols=True)
     for x, y in run.data.batches(args.batch_size, run.epoch, args.seed, start=first_step):
         loss = train_step(run, x, y)
         loss_sum += loss.double() * y.numel()
@@ -588,8 +645,8 @@ def end_epoch(run: Run, train_loss: float, seen: int, seconds: float, first_step
           f"test_acc {test_acc:.2f}%  {seconds:.1f}s  {run.metrics['samples_per_s']:.0f} samples/s")
     run.monitor.scalars(step, {"train/epoch_loss": train_loss, "test/loss": test_loss, "test/accuracy": test_acc,
                                "train/samples_per_s": run.metrics["samples_per_s"]})
-    if args.save:
-        save_checkpoint(args.save, checkpoint_state(run))
+    if run.out.save:
+        save_checkpoint(run.out.save, checkpoint_state(run))
         run.saved_at = step
 
 
@@ -597,32 +654,35 @@ def _announce(run: Run) -> None:
     args, data = run.args, run.data
     if data.note:  # NOTE: only now, so that a refused resume stays one line
         print(data.note, file=sys.stderr)
-    print(f"training {args.ops} ops on {run.device} ({args.dtype}), data: {data.source}, "
+    if run.out.save and not args.save:
+        print(f"checkpoints go to {run.out.save}, the --resume file (give --save elsewhere to keep it as it is)")
+    print(f"training {run.ops.label} ops on {run.device} ({args.dtype}), data: {data.source}, "
           f"{data.train_size} train / {data.test_y.numel()} test images, "
-          f"{run.steps_per_epoch} steps per epoch" + (f", logs in {run.logdir}" if run.logdir else ""))
+          f"{run.steps_per_epoch} steps per epoch" + (f", logs in {run.out.logdir}" if run.out.logdir else ""))
 
 
 def _interrupted(run: Run) -> TrainError:
-    """Ctrl-C: newer work than the file at --save holds is saved; one sentence says where the run stopped."""
-    save = run.args.save
+    """Ctrl-C or SIGTERM: newer work than the file at --save holds is saved; one sentence says where the run stopped."""
+    save = run.out.save
     if save and run.step != run.saved_at:
         save_checkpoint(save, checkpoint_state(run))
+    signum = distributed.stop_signal() or CTRL_C.signum
+    what = "terminated (SIGTERM)" if signum == signal.SIGTERM else "interrupted"
     where = f"; {save} holds step {run.step}" if save and Path(save).exists() else ""
     when = f"epoch {run.epoch + 1}" if run.step_in_epoch or not run.epoch else f"end of epoch {run.epoch}"
-    return TrainError(f"interrupted at step {run.step} ({when} of {run.args.epochs}){where}.", status=130)
+    return TrainError(f"{what} at step {run.step} ({when} of {run.args.epochs}){where}.", status=128 + signum)
 
 
 def train_epochs(run: Run) -> None:
     """Epochs until --epochs (or --stop-after more); the monitor is closed on any way out but the normal one."""
     args = run.args
-    show_bar = not args.quiet and sys.stderr.isatty()
     last_epoch = args.epochs if args.stop_after is None else min(args.epochs, run.epoch + args.stop_after)
     _announce(run)
     try:
         run.monitor.start(run.step, lambda: evaluate(run.model, run.data))
         _log_graph(run.monitor, run.model, run.data, args.batch_size)
         while run.epoch < last_epoch:
-            train_epoch(run, show_bar)
+            train_epoch(run)
     except KeyboardInterrupt:
         run.monitor.close()
         raise _interrupted(run) from None
@@ -636,10 +696,10 @@ def train_epochs(run: Run) -> None:
 
 def summarize(run: Run) -> dict:
     """The last epoch's metrics with the history and the run's facts; hparams to TensorBoard, one closing line."""
-    args, metrics, comparison = run.args, run.metrics, run.comparison
+    metrics, comparison, save = run.metrics, run.comparison, run.out.save
     if comparison is not None:
         print(comparison.summary())
-    summary = {**metrics, "history": run.history, "source": run.data.source, "logdir": run.logdir,
+    summary = {**metrics, "history": run.history, "source": run.data.source, "logdir": run.out.logdir,
                "device": str(run.device), "model": run.model,
                "train_seconds": sum(h["seconds"] for h in run.history)}
     if comparison is not None:
@@ -650,7 +710,7 @@ def summarize(run: Run) -> dict:
     run.monitor.close()
     if metrics:
         print(f"done: {run.epoch} epochs, test_acc {metrics['test_acc']:.2f}%, test_loss {metrics['test_loss']:.4f}, "
-              f"{summary['train_seconds']:.1f}s training" + (f", checkpoint {args.save}" if args.save else ""))
+              f"{summary['train_seconds']:.1f}s training" + (f", checkpoint {save}" if save else ""))
     return summary
 
 
@@ -660,34 +720,51 @@ def summarize(run: Run) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    """Train and return the final metrics; expected failures raise TrainError or DataError."""
+    """Train and return the final metrics; expected failures raise TrainError, DataError or CheckpointError."""
     args = parse_args(argv)
-    procs = distributed.start(args)  # under torchrun: this process's place; quiet unless it is process 0
-    device, dtype, logdir = seed_and_device(args)
-    data = load_data(args, procs, device, dtype)
-    run = build(args, procs, device, dtype, logdir, data)
-    resume(run)
-    open_monitor(run)
-    train_epochs(run)
-    return summarize(run)
+    ops = ops_choice(args)
+    # under torchrun: this process's place and device; quiet unless it is process 0
+    procs = distributed.start(device=args.device, batch_size=args.batch_size, compare=ops.compare)
+    with ExitStack() as stack:
+        out = plan_outputs(args, ops, procs, stack)
+        state = read_resume(args)
+        device, dtype = seed_and_device(args, procs)
+        data = load_data(args, procs, device, dtype)
+        spe = data.steps_per_epoch(args.batch_size)
+        now = {**vars(args), "hidden": list(args.hidden)}
+        try:
+            start = check_resume(args.resume, state, now, data.identity(), spe,
+                                 {name: p.values for name, p in PRESETS.items()}) if state is not None else 0
+        except NothingToDo as done:
+            print(done)
+            return {"history": [], "source": data.source, "logdir": None, "device": str(device), "nothing_to_do": True}
+        check_save_data(out.save, data.identity(), args.overwrite, args.resume)
+        run = build(args, ops, out, procs, device, dtype, data, start)
+        resume(run, state, extended=state is not None and is_finished(state))
+        open_monitor(run)
+        train_epochs(run)
+        return summarize(run)
 
 
 def cli(argv: list[str] | None = None) -> int:
-    """``main`` for the command line: expected failures and Ctrl-C are one line and an exit status."""
+    """``main`` for the command line: expected failures, Ctrl-C and SIGTERM are one line and an exit status."""
     CTRL_C.install()
     try:
         main(argv)
     except (TrainError, DataError, CheckpointError, distributed.DistributedError) as exc:
         status = getattr(exc, "status", 2)
-        if status == 130:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)  # NOTE: a second Ctrl-C must not turn into a traceback
+        if status in (130, 143):
+            # NOTE: a second Ctrl-C or SIGTERM must not turn into a traceback
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
         # NOTE: under torchrun, printed once for what every process reached together
-        distributed.report(exc, f"{'' if status == 130 else 'error: '}{exc}")
+        distributed.report(exc, f"{'' if status in (130, 143) else 'error: '}{exc}")
         return status
     except KeyboardInterrupt:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         print("interrupted; nothing more was written.", file=sys.stderr)
-        return 130
+        return 128 + (distributed.stop_signal() or CTRL_C.signum)
     finally:
         distributed.finish()
     return 0

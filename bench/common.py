@@ -15,8 +15,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # so that `python bench/x.py` finds train.py and models/
 
+from handgrad.devices import parse_device  # noqa: E402
 from handgrad.testing import table  # noqa: E402,F401 - the one table renderer; the benchmarks import it from here
-from train import HelpFormatter, TrainError, _pick_device  # noqa: E402
+from train import HelpFormatter  # noqa: E402  (the flags part of train.py: no torch, no training)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -28,8 +29,8 @@ class _Parser(argparse.ArgumentParser):
     def parse_args(self, *args, **kwargs):
         parsed = super().parse_args(*args, **kwargs)
         try:
-            _pick_device(parsed.device)
-        except TrainError as exc:
+            parse_device(parsed.device)
+        except ValueError as exc:
             self.error(str(exc))
         return parsed
 

@@ -1,7 +1,8 @@
 """Checkpoint files that are never half-written and never silently clobbered.
 
     check_save_path("ckpt.pt")            # before training: a file path in a writable folder
-    save_checkpoint("ckpt.pt", state)     # atomic: the old file or the new one, never half of one
+    with save_lock("ckpt.pt"):            # a second run on the same path is refused while this one runs
+        save_checkpoint("ckpt.pt", state) # atomic: the old file or the new one, never half of one
     state = load_checkpoint("ckpt.pt", device)
 
 Every expected failure raises :class:`CheckpointError` with one sentence for the user.
@@ -9,16 +10,20 @@ Every expected failure raises :class:`CheckpointError` with one sentence for the
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import stat
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 
-__all__ = ["CheckpointError", "check_save_path", "load_checkpoint", "save_checkpoint"]
+from handgrad.files import Locked, lock_beside, write_atomically
+
+__all__ = ["CheckpointError", "check_save_path", "load_checkpoint", "save_checkpoint", "save_lock"]
 
 
 class CheckpointError(Exception):
@@ -54,39 +59,33 @@ def check_save_path(path: str | os.PathLike, flag: str = "--save") -> Path:
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
-    """Write ``state`` atomically: serialize in memory, write a temp file beside ``path``, fsync, rename.
+    """Write ``state`` atomically (:func:`handgrad.files.write_atomically`), with the permissions of a new file.
 
-    A failure at any moment (a full disk, Ctrl-C) removes the temp file and leaves ``path`` as it
-    was; an ``OSError`` becomes a :class:`CheckpointError`.
+    A failure at any moment (a full disk, Ctrl-C) leaves ``path`` as it was; an ``OSError``
+    becomes a :class:`CheckpointError`.
     """
     path = Path(path)
     # NOTE: torch.save into a full disk fails with an opaque RuntimeError from its zip writer
-    # ("unexpected pos"); writing bytes ourselves gives the OSError, and so the reason.
-    tmp = None
+    # ("unexpected pos"); serializing in memory and writing the bytes ourselves gives the OSError.
     try:
         buffer = io.BytesIO()
         torch.save(state, buffer)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "wb") as f:
-            f.write(buffer.getbuffer())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        tmp = None
+        write_atomically(path, lambda f: f.write(buffer.getbuffer()))
     except OSError as exc:
         kept = f"{path} still holds the previous checkpoint" if path.exists() else "no checkpoint was written"
         raise CheckpointError(f"could not write checkpoint {path} ({exc.strerror or exc}); {kept}.") from None
-    finally:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
-    try:  # make the rename itself durable
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:
-        pass
+
+
+@contextlib.contextmanager
+def save_lock(path: str | os.PathLike, flag: str = "--save") -> Iterator[None]:
+    """Keep a second run off the same checkpoint path while this one runs; refused in one sentence."""
+    try:
+        with lock_beside(path):
+            yield
+    except Locked as exc:
+        who = f"process {exc.pid}" if exc.pid else "another process"
+        raise CheckpointError(f"{flag} {path} is in use by another training run ({who}, lock {exc.lock}); wait for "
+                              "it to finish or choose another path.") from None
 
 
 def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu") -> dict[str, Any]:
@@ -97,6 +96,9 @@ def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu")
         raise CheckpointError(f"checkpoint {path} does not exist; check the --resume path.") from None
     except IsADirectoryError:
         raise CheckpointError(f"checkpoint {path} is a folder; give the checkpoint file.") from None
+    except PermissionError:
+        raise CheckpointError(f"checkpoint {path} cannot be read (permission denied); make it readable "
+                              f"(chmod u+r {path}) or resume from another file.") from None
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the same mistake for the user
         raise CheckpointError(f"checkpoint {path} is corrupt or not a handgrad checkpoint ({type(exc).__name__}); "
                               "resume from another file or start afresh.") from None

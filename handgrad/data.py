@@ -95,7 +95,8 @@ class MNISTData:
         The permutation depends only on the seed and the epoch number, so a resumed run draws
         exactly the batches the interrupted one would have; ``start`` skips batches already done.
         """
-        gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
+        # NOTE: modulo 2**64 (torch's seed range), so a seed of any size works; unchanged below ~1.8e14
+        gen = torch.Generator().manual_seed((seed * 100_003 + epoch) % 2**64)
         order = torch.randperm(self.train_size, generator=gen).to(self.train_x.device, non_blocking=True)
         for i in range(start * batch_size, self.train_size, batch_size):
             idx = order[i:i + batch_size]
@@ -195,7 +196,13 @@ def _read_folder(folder: Path) -> tuple[torch.Tensor, ...]:
     out = []
     for name, (count, md5) in _FILES.items():
         path = _present(folder, name)
-        out.append(read_idx(_read_bytes(path), "images" in name, count, md5, path))
+        data = _read_bytes(path)
+        sample_count, sample_md5 = _SAMPLE_FILES[name]
+        sample_size = (16 + sample_count * 28 * 28) if "images" in name else (8 + sample_count)
+        if len(data) == sample_size and hashlib.md5(data, usedforsecurity=False).hexdigest() == sample_md5:
+            raise DataError(f"{folder} holds the 10,000-digit MNIST sample shipped with handgrad, not the full set; "
+                            "train on it with --sample (and no --data-dir), or point --data-dir at the full MNIST files.")
+        out.append(read_idx(data, "images" in name, count, md5, path))
     return tuple(out)
 
 
@@ -224,8 +231,12 @@ def _download(root: Path) -> str | None:
     NOTE: torchvision downloads into a temporary folder, and the four files move into place only
     once all of them have arrived: a failed download leaves no folder or partial file behind.
     """
-    import torchvision
-
+    try:
+        # NOTE: imported here, inside the try: a torchvision that is missing or broken (built for
+        # another torch: "operator torchvision::nms does not exist") only costs the download
+        import torchvision
+    except Exception as exc:  # noqa: BLE001 - any failure to import is the same for the user
+        return f"torchvision cannot be imported ({type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''})"
     out = io.StringIO()
     with tempfile.TemporaryDirectory(prefix="handgrad-mnist-") as tmp:
         try:

@@ -39,10 +39,13 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-__all__ = ["DistributedError", "Processes", "finish", "report", "rows_of", "start", "under_torchrun"]
+from handgrad.devices import parse_device
+
+__all__ = ["DistributedError", "Processes", "finish", "report", "rows_of", "start", "stop_signal",
+           "under_torchrun"]
 
 #: exit statuses that every process reaches together (non-finite loss, Ctrl-C): reported once
-SHARED_STATUSES = (3, 130)
+SHARED_STATUSES = (3, 130, 143)
 _ENV = ("WORLD_SIZE", "RANK", "LOCAL_RANK")
 
 
@@ -65,18 +68,18 @@ def rows_of(n: int, rank: int, world: int) -> tuple[int, int]:
 
 
 class _Share(nn.Module):
-    """forward(x, y, w) = (J + (w - 1) L, L, logits) = (w L + s, L, logits): one process's part of J."""
+    """forward(x, y, w) = the objective with total J + (w - 1) L = w L + s: one process's part of J."""
 
     def __init__(self, objective: nn.Module) -> None:
         super().__init__()
         self.objective = objective
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, weight: float):
-        total, loss, logits = self.objective(x, y)
+        value = self.objective(x, y)  # NOTE: models.mlp.ObjectiveValue (total, loss, logits)
         if weight != 1.0:
             # NOTE: J - L is the penalty s; this weighs L alone without taking the model's objective apart
-            total = total + (weight - 1.0) * loss
-        return total, loss, logits
+            value = value._replace(total=value.total + (weight - 1.0) * value.loss)
+        return value
 
 
 @dataclasses.dataclass
@@ -92,6 +95,11 @@ class Processes:
 
     @property
     def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def writes(self) -> bool:
+        """Whether this process prints, logs and checkpoints: process 0 only."""
         return self.rank == 0
 
     def objective(self, module: nn.Module, compile: bool = False) -> Callable:
@@ -134,7 +142,7 @@ class Processes:
         """
         if not self.launched:
             return bool(torch.isfinite(check)), loss
-        flag = torch.tensor(float(_signal.received), dtype=torch.float64, device=check.device)
+        flag = torch.tensor(float(bool(_signal.received)), dtype=torch.float64, device=check.device)
         sums = torch.stack([check.detach().double(), loss.detach().double() * self.share, flag])
         dist.all_reduce(sums)
         check_sum, total, stop = sums.tolist()  # NOTE: the step's one host sync
@@ -185,43 +193,50 @@ def _gpu_for(name: str, local_rank: int, per_machine: int) -> torch.device | Non
         return None
     if name not in ("auto", "cuda"):
         raise DistributedError(f"under torchrun each process uses the GPU cuda:LOCAL_RANK; pass --device cuda, not {name}.")
-    if not torch.cuda.is_available():
-        raise DistributedError("--device cuda was given but CUDA is not available on this machine; use --device cpu.")
+    try:
+        parse_device(name)
+    except ValueError as exc:
+        raise DistributedError(str(exc)) from None
     if local_rank >= torch.cuda.device_count():
         raise DistributedError(f"torchrun started {per_machine} processes on a machine with {torch.cuda.device_count()} "
                                f"GPU(s); use --nproc-per-node {torch.cuda.device_count()}.")
     return torch.device("cuda", local_rank)
 
 
-def start(args) -> Processes:
+def start(device: str = "auto", batch_size: int = 1, compare: bool = False) -> Processes:
     """Join torchrun's process group, if torchrun started this process; otherwise ``Processes()``.
 
-    On processes other than 0 this turns off everything that writes: ``args.quiet``,
-    ``args.no_log`` and ``args.save = None``, and stdout and stderr go to /dev/null (an error of
-    that process's own still reaches the terminal through :func:`report`). On CUDA, ``args.device``
-    becomes this process's GPU. Refuses, with :class:`DistributedError`, what cannot work.
+    Takes the values it needs and returns this process's place: under torchrun, ``device`` is the
+    process's own (its GPU cuda:LOCAL_RANK, or the CPU) and only process 0 has ``writes`` (prints,
+    logs, checkpoints); the stdout and stderr of the others go to /dev/null (an error of that
+    process's own still reaches the terminal through :func:`report`). ``compare``: whether the
+    run checks hand gradients against native ones, which needs a single process. Refuses, with
+    :class:`DistributedError`, what cannot work.
     """
     if not under_torchrun():
         return Processes()
     world, rank, local_rank = (int(os.environ[k]) for k in _ENV)
-    if args.ops == "compare":
+    if compare:
         raise DistributedError("--ops compare checks one process's gradients against native ones; run it without "
                                "torchrun (python train.py --ops compare).")
-    if args.batch_size < world:
-        raise DistributedError(f"--batch-size {args.batch_size} is the global batch and must be at least the number "
+    if batch_size < world:
+        raise DistributedError(f"--batch-size {batch_size} is the global batch and must be at least the number "
                                f"of processes ({world}).")
-    gpu = _gpu_for(args.device, local_rank, int(os.environ.get("LOCAL_WORLD_SIZE", world)))
+    gpu = _gpu_for(device, local_rank, int(os.environ.get("LOCAL_WORLD_SIZE", world)))
     if gpu is not None:
-        args.device = str(gpu)
         torch.cuda.set_device(gpu)
         dist.init_process_group("nccl", device_id=gpu)
     else:
         dist.init_process_group("gloo")
     if rank != 0:
-        args.quiet, args.no_log, args.save = True, True, None
         _quiet.silence(rank)
     _signal.install()
     return Processes(rank=rank, world=world, local_rank=local_rank, launched=True, device=gpu or torch.device("cpu"))
+
+
+def stop_signal() -> int:
+    """The signal (SIGINT or SIGTERM) that asked this process to stop under torchrun; 0 for none."""
+    return _signal.received
 
 
 def report(exc: Exception, line: str) -> None:
@@ -272,18 +287,18 @@ class _Signal:
     A second signal raises at once (for a process stuck outside the step loop).
     """
 
-    received = False
+    received = 0  # the signal's number, 0 for none
     previous: dict = {}
 
     def _on_signal(self, signum, frame) -> None:
         if self.received:
             raise KeyboardInterrupt
-        self.received = True
+        self.received = signum
 
     def install(self) -> None:
         if threading.current_thread() is not threading.main_thread():
             return
-        self.received, self.previous = False, {}
+        self.received, self.previous = 0, {}
         for sig in (signal.SIGINT, signal.SIGTERM):
             self.previous[sig] = signal.signal(sig, self._on_signal)
 

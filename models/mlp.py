@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 from torch import nn
 
 from handgrad.nn import Affine, ReLU, Sigmoid, resolve_ops
 
-__all__ = ["MLP"]
+__all__ = ["MLP", "ObjectiveValue"]
+
+
+class ObjectiveValue(NamedTuple):
+    """What :meth:`MLP.objective` returns; still unpacks as ``total, loss, logits = ...``."""
+
+    total: torch.Tensor  # J = L + λ/2 Σ‖W‖², what training minimizes
+    loss: torch.Tensor  # L, the data loss
+    logits: torch.Tensor  # the last Affine's output
 
 _ACTIVATIONS = {"relu": ReLU, "sigmoid": Sigmoid}
 LOSSES = ("ce", "mse")
@@ -57,9 +66,9 @@ class MLP(nn.Module):
         onehot = (target[:, None] == torch.arange(logits.shape[-1], device=target.device)).to(logits.dtype)
         return self.ops.mse_loss(self.output_activation(logits), onehot)
 
-    def objective(self, x: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(J, L, logits) for a batch: J = L + λ/2 Σ‖W‖² is what training minimizes."""
+    def objective(self, x: torch.Tensor, target: torch.Tensor) -> ObjectiveValue:
+        """(total J, loss L, logits) for a batch: J = L + λ/2 Σ‖W‖² is what training minimizes."""
         logits = self(x)
         loss = self.data_loss(logits, target)
         total = self.ops.add(loss, self.ops.l2_penalty(self.weights(), self.weight_decay)) if self.weight_decay else loss
-        return total, loss, logits
+        return ObjectiveValue(total, loss, logits)

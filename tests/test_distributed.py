@@ -248,10 +248,10 @@ def test_what_cannot_work_under_torchrun_is_refused_once(flags, words, tmp_path)
 
 
 AGREE = """
-import argparse, os, signal, sys, torch
+import os, signal, sys, torch
 from handgrad import distributed
 out = sys.argv[1]
-procs = distributed.start(argparse.Namespace(ops="hand", batch_size=2, device="cpu", quiet=False, no_log=False, save=None))
+procs = distributed.start(device="cpu", batch_size=2)
 nan_here = torch.tensor(float("nan") if procs.rank == 1 else 1.0)
 finite, loss = procs.agree(nan_here, torch.tensor(2.0 * (procs.rank + 1)))
 lines = [f"finite {finite} loss {loss.item()}"]

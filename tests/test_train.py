@@ -6,7 +6,6 @@ import re
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import torch
 
 import train
 from handgrad import checkpoint as ckpt_module
+from handgrad import files as files_module
 from handgrad import functions as fn
 from handgrad import twins
 from handgrad.checkpoint import CheckpointError
@@ -147,8 +147,8 @@ def test_non_finite_loss_stops_and_keeps_the_good_checkpoint(mnist_dir, tmp_path
     run(["--epochs", "1", "--limit-train", "640", "--save", str(ckpt)], mnist_dir, tmp_path)
     before = ckpt.read_bytes()
     with pytest.raises(train.TrainError) as info:
-        run(["--epochs", "1", "--limit-train", "640", "--save", str(ckpt), "--lr", "1e12", "--schedule", "constant"],
-            mnist_dir, tmp_path)
+        run(["--epochs", "1", "--limit-train", "640", "--save", str(ckpt), "--lr", "1e12", "--schedule", "constant",
+             "--overwrite"], mnist_dir, tmp_path)
     assert info.value.status == 3
     message = str(info.value)
     assert "not finite at step" in message and f"{ckpt} keeps the last good checkpoint" in message
@@ -394,11 +394,11 @@ def test_a_bad_save_path_is_refused_before_training(tmp_path, capsys, case, word
 
 def _full_disk(kind, calls):
     """A save that fails with ENOSPC from its second call on, as a full disk does."""
-    real_mkstemp, real_save = tempfile.mkstemp, torch.save
+    real_open, real_save = files_module._open_temp, torch.save
 
-    def mkstemp(*a, **k):
-        calls.append("mkstemp")
-        fd, name = real_mkstemp(*a, **k)
+    def open_temp(*a, **k):
+        calls.append("open_temp")
+        fd, name = real_open(*a, **k)
         if len(calls) >= 2:
             os.close(fd)
             fd = os.open("/dev/full", os.O_WRONLY)  # NOTE: the kernel's own "No space left on device"
@@ -410,7 +410,7 @@ def _full_disk(kind, calls):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return real_save(obj, f, *a, **k)
 
-    return ("tempfile.mkstemp", mkstemp) if kind == "dev-full" else ("torch.save", save)
+    return ("files._open_temp", open_temp) if kind == "dev-full" else ("torch.save", save)
 
 
 @pytest.mark.parametrize("kind", ["dev-full", "torch.save"])
@@ -420,7 +420,7 @@ def test_a_failed_save_is_one_sentence_and_keeps_the_previous_checkpoint(tmp_pat
     calls = []
     target, fake = _full_disk(kind, calls)
     module, name = target.split(".")
-    monkeypatch.setattr(ckpt_module.tempfile if module == "tempfile" else ckpt_module.torch, name, fake)
+    monkeypatch.setattr(files_module if module == "files" else ckpt_module.torch, name, fake)
     status = train.cli([*SMALL, "--save", str(path)])
     assert status == 2
     err = capsys.readouterr().err.strip().splitlines()

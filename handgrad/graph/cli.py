@@ -53,7 +53,8 @@ def _format_of(args, parser) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .draw import MatplotlibMissing, _write_atomically, check_target, render
+    from ..files import write_atomically
+    from .draw import MatplotlibMissing, check_target, render
     from .text import dot, mermaid
 
     parser = build_parser()
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         text = (mermaid if fmt == "mermaid" else dot)(output, names, backward=args.backward)
         if target:
-            _write_atomically(target, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+            write_atomically(target, lambda f: f.write(text.encode("utf-8")))
             print(f"wrote {args.output}")
         else:
             sys.stdout.write(text)

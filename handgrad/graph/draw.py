@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from ..files import write_atomically
 from .layout import _PAD, LABEL_PT, NODE_PT, _text_size, edge_texts, layout
 from .reading import Graph, build
 
@@ -92,18 +93,6 @@ def figure(graph: Graph, dpi: float = 100, direction: str = "LR", both: bool = F
     return fig
 
 
-def _write_atomically(path: Path, write) -> None:
-    """``write(tmp)`` then rename over ``path``: a reader never sees a half-written file."""
-    # NOTE: not tempfile.mkstemp, whose 0600 mode would stay on the picture after the rename.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def check_target(path: str | os.PathLike, what: str) -> Path:
     """``path`` as a Path; refused in one sentence where it names a folder or sits in a folder that does not exist."""
     raw = os.fspath(path)
@@ -122,7 +111,7 @@ def render(output: torch.Tensor, path: str | os.PathLike, names: Mapping[str, to
     if f".{fmt}" not in PICTURE_SUFFIXES:
         raise ValueError(f"handgrad.graph.render: the file name must end in .png or .svg, got {path.name!r}.")
     fig = figure(build(output, names, backward), dpi=dpi)
-    _write_atomically(path, lambda tmp: fig.savefig(tmp, format=fmt, dpi=dpi))
+    write_atomically(path, lambda f: fig.savefig(f, format=fmt, dpi=dpi))
     return path
 
 

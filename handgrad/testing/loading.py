@@ -90,23 +90,12 @@ def parse_dtypes(names) -> tuple:
 
 
 def parse_device(text: str | None):
-    """A torch.device this machine can use, from 'cpu', 'cuda' or 'cuda:N' (None stays None); UsageError if not."""
-    import torch
+    """A torch.device this machine can use (None stays None); UsageError with handgrad.devices' one sentence if not."""
+    from ..devices import parse_device as parse
 
     if text is None:
         return None
     try:
-        device = torch.device(text)
-    except RuntimeError:
-        raise UsageError(f"--device {text!r} is not a device; use cpu, cuda or cuda:N.") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda was given but CUDA is not available here; use --device cpu.")
-    if device.type == "meta":
-        raise UsageError("--device meta holds no values to check; use --device cpu or cuda.")
-    try:
-        torch.empty(1, device=device)
-    except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError, AssertionError... per backend
-        said = str(exc).strip()
-        reason = said.split(". ")[0].splitlines()[0][:120] if said else type(exc).__name__
-        raise UsageError(f"--device {text} cannot be used here ({reason}); use --device cpu.") from None
-    return device
+        return parse(text)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
