@@ -50,7 +50,7 @@ import torch
 from handgrad import distributed
 from handgrad.checkpoint import CheckpointError, check_save_path, save_checkpoint
 from handgrad.checkpoint import load_checkpoint as _load_file
-from handgrad.compare import Comparison, GradientMismatch, Objective
+from handgrad.compare import DEFAULT_TOL, Comparison, GradientMismatch, Objective
 from handgrad.data import DataError, MNISTData, load_mnist
 from handgrad.functional import get_ops
 from handgrad.monitor import LogSchedule, Monitor
@@ -112,6 +112,15 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+def _fault(text: str) -> str:
+    from handgrad.faults import FaultError, parse_fault
+
+    try:
+        return str(parse_fault(text))
+    except FaultError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _hidden(text: str) -> list[int]:
     try:
         sizes = [int(s) for s in text.split(",") if s.strip()]
@@ -170,8 +179,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Affine layers with bias terms (--no-bias: x Wᵀ only, as in seed 004)")
     p.add_argument("--ops", choices=["hand", "native", "compare"], default="hand",
                    help="handgrad's ops, PyTorch's, or hand with native gradients checked every step")
-    p.add_argument("--compare-tol", type=_non_negative_float, default=1e-4,
-                   help="with --ops compare: largest relative gradient error allowed")
+    p.add_argument("--compare-tol", type=_non_negative_float, default=None,
+                   help="with --ops compare: largest relative gradient error allowed "
+                        "(default: 1e-8 in float64, 1e-4 in float32)")
+    p.add_argument("--compare-dtype", choices=["float64", "float32"], default="float64",
+                   help="with --ops compare: recompute both gradients in float64 at each step, or compare the "
+                        "training gradients as they are")
+    p.add_argument("--inject-fault", type=_fault, default=None, metavar="OP:scale=S",
+                   help="swap a deliberately wrong backward into the hand ops, e.g. relu:scale=1.5 "
+                        "(to see a bug on the dashboard and in the compare verdict)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="parameter and data dtype")
     p.add_argument("--seed", type=int, default=0, help="seed for weights and batch order")
@@ -450,7 +466,12 @@ def build(args, procs: distributed.Processes, device: torch.device, dtype: torch
     ops_kind = "hand" if args.ops == "compare" else args.ops
     model_kwargs = dict(hidden=args.hidden, activation=args.activation, loss=args.loss,
                         weight_decay=args.weight_decay, bias=args.bias, device=device, dtype=dtype)
-    model = MLP(get_ops(ops_kind), **model_kwargs)
+    ops = get_ops(ops_kind)
+    if args.inject_fault:  # NOTE: the hand ops only; native stays the reference
+        from handgrad.faults import inject
+
+        ops = inject(get_ops("hand"), args.inject_fault) if ops_kind == "hand" else ops
+    model = MLP(ops, **model_kwargs)
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum, nesterov=args.momentum > 0)
     steps_per_epoch = data.steps_per_epoch(args.batch_size)
     total_steps = args.epochs * steps_per_epoch
@@ -505,11 +526,12 @@ def open_monitor(run: Run) -> None:
                            full_batches=data.train_size // args.batch_size, log_every=args.log_every,
                            log_dense=args.log_dense, histograms=args.histograms)
     compare = args.ops == "compare"
-    run.monitor = Monitor(run.logdir, run.model, schedule, compare_tol=args.compare_tol if compare else None)
+    tol = (args.compare_tol if args.compare_tol is not None else DEFAULT_TOL[args.compare_dtype]) if compare else None
+    run.monitor = Monitor(run.logdir, run.model, schedule, compare_tol=tol)
     run.monitor.config({**run.config, "device": str(run.device), "data": data.source})
     # NOTE: built after resume() on purpose: the twin's initial weights draw from the restored random state
     run.comparison = Comparison(run.model, MLP(get_ops("native"), **run.model_kwargs), args.compare_tol,
-                                run.monitor) if compare else None
+                                args.compare_dtype) if compare else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -540,9 +562,11 @@ def train_step(run: Run, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     finite, loss = run.procs.agree(total.detach() + sq, loss)
     if not finite:
         raise _not_finite(run)
-    if run.comparison is not None:
-        run.comparison.step(x, y, step, total)
+    verdict = run.comparison.step(x, y, step, total) if run.comparison is not None else None
+    run.monitor.compare(step, verdict)  # NOTE: the comparison returns its errors; the monitor draws them
     run.monitor.before_update(step, logits, run.procs.local_targets(y))
+    if verdict is not None and not verdict.ok:
+        raise GradientMismatch(verdict.message)
     with CTRL_C.held():
         run.optimizer.step()
         run.scheduler.step()
