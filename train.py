@@ -354,9 +354,11 @@ def _log_graph(monitor: Monitor, model: MLP, data, batch_size: int) -> None:
         return
     try:
         from handgrad.graph import model_graph
-    except ImportError:  # NOTE: handgrad.graph is optional here: without it the run just has no graph picture
+
+        picture = model_graph(model, data.test_x[:batch_size], data.test_y[:batch_size])
+    except ImportError:  # NOTE: optional (handgrad.graph, matplotlib): without them the run has no graph picture
         return
-    monitor.graph(*model_graph(model, data.test_x[:batch_size], data.test_y[:batch_size]))
+    monitor.graph(*picture)
 
 
 # ---------------------------------------------------------------------------------------------
