@@ -239,7 +239,7 @@ class Monitor:
             self.pictures.close()
         finally:
             if self._cmp_last is not None:
-                self.events.text("compare/verdict", self._cmp_last.markdown())
+                self.events.text("compare/verdict", self._cmp_last.markdown(), self._cmp_last.step)
                 if not self._cmp_last.ok and self._config is not None:
                     keys = ("ops", "lr", "activation", "loss", "seed", "hidden", "preset", "inject_fault", "compare_dtype")
                     self.hparams({k: v for k, v in self._config.items() if k in keys},
