@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Callable, Mapping
 
 import torch
@@ -13,20 +11,16 @@ from ..nn import ReLU, Sigmoid
 from . import table
 from .events import Events
 from .pictures import Pictures, histograms
+from .records import RunRecords
 from .schedule import EARLY_STEPS, LogSchedule
+from .verdict import CompareCharts
 
 __all__ = ["Monitor", "LOG10_FLOOR", "log10"]
 
-LOG10_FLOOR = -20.0  # log10 of an exact 0 (an error that vanished) is drawn here, not at -inf
-_TOL_RUN, _NOISE_RUN = "tolerance", "float32 noise"
+from .table import LOG10_FLOOR, log10
 
 
-def log10(value: float) -> float:
-    """log10(max(v, 1e-20)): values TensorBoard's table would round to 0, in a readable form."""
-    return math.log10(value) if value > 10**LOG10_FLOOR else LOG10_FLOOR
-
-
-class Monitor:
+class Monitor(RunRecords):
     """Writes one run's TensorBoard events; ``Monitor(None, ...)`` is a no-op with the same API.
 
     Per training step, in this order: ``before_forward(s)``, forward and backward, (compare runs:
@@ -45,13 +39,15 @@ class Monitor:
         self._ce = getattr(model, "loss_name", "ce") == "ce"
         self._pending: list[tuple[str, str, object]] = []
         self._snapshot, self._capture, self._hooks = None, False, []
-        self._cmp_last, self._cmp_window, self._config, self._hparams_done = None, {}, None, False
+        self._config, self._hparams_done = None, False
+        self._cmp = CompareCharts(None, None)
         self.writer = self.events = None
         if logdir is None or schedule is None:
             return
         self.events = Events(logdir)
         self.writer = self.events.main
         self.pictures = Pictures(self.events, self._names)
+        self._cmp = CompareCharts(self.events, schedule)
         kinds = set()
         for name, module in model.named_modules():
             if isinstance(module, (ReLU, Sigmoid)) and name != "output_activation":
@@ -68,23 +64,9 @@ class Monitor:
     def _flush(self, step: int, extra: Mapping[str, float] = {}) -> None:
         """The pending statistics (tensors: one host sync) and ``extra`` as events: raw, log10, early."""
         pending, self._pending = self._pending, []
-        tensors = [(i, v) for i, (_, _, v) in enumerate(pending) if isinstance(v, torch.Tensor)]
-        values = [v for _, _, v in pending]
-        if tensors:
-            device = tensors[0][1].device
-            for (i, _), v in zip(tensors, torch.stack([v.detach().float().reshape(()).to(device) for _, v in tensors]).tolist()):
-                values[i] = v
-        out = {}
-        early = self.schedule.early(step)
-        for (key, run, _), v in list(zip(pending, values)) + [((k, "", None), v) for k, v in extra.items()]:
-            s = table.stat(key)
-            if s.raw:
-                out[(run, s.tag)] = v
-            if s.log10:
-                out[(run, table.log10_tag(s))] = log10(v)
-            if s.early and early:
-                out[(run, table.early_tag(s))] = log10(v) if s.log10 else v
-        self.events.scalars(out, step)
+        values = _synced([v for _, _, v in pending])
+        rows = [(k, run, v) for (k, run, _), v in zip(pending, values)] + [(k, "", v) for k, v in extra.items()]
+        self.events.scalars(table.expand(rows, self.schedule.early(step), log10), step)
 
     def _unit_hook(self, name: str, relu: bool):
         def hook(_module, _inputs, output):
@@ -113,7 +95,7 @@ class Monitor:
         return self.writer is not None and (self.schedule.scalars(step) or self._failed_at(step))
 
     def _failed_at(self, step: int) -> bool:
-        return self._cmp_last is not None and not self._cmp_last.ok and self._cmp_last.step == step
+        return self._cmp.failed_at(step)
 
     def before_forward(self, step: int) -> None:
         self._capture = self.wants(step)
@@ -154,17 +136,11 @@ class Monitor:
             self._flush(step)
 
     def _output_stats(self, logits: torch.Tensor, target: torch.Tensor) -> None:
-        """p_true, and the answers that are confident (true class > 0.99, the rest < 0.01) or stuck (all within 0.05)."""
-        probs = logits.softmax(-1) if self._ce else logits.sigmoid()
-        p_true = probs.gather(-1, target.reshape(-1, 1)).squeeze(-1)
-        others = probs.scatter(-1, target.reshape(-1, 1), 0.0).amax(-1)
-        self._add("p_true", "", p_true.mean())
-        self._add("confident", "", ((p_true > 0.99) & (others < 0.01)).float().mean())
-        self._add("stuck", "", ((probs.amax(-1) - probs.amin(-1)) < 0.05).float().mean())
+        self._pending += [(k, "", v) for k, v in output_stats(logits, target, self._ce).items()]
 
     def _snapshots(self, step: int, failed: bool) -> None:
         data = self.data_gradients()
-        errors = self._cmp_last.errors if self._cmp_last is not None and self._cmp_last.step == step else None
+        errors = self._cmp.errors_at(step)
         early = step in EARLY_STEPS and not failed
         tag = "gradient_flow/compare_failure" if failed else ("gradient_flow/early" if early else "gradient_flow/epoch_end")
         self.pictures.gradient_flow(step, data, tag, errors, self.compare_tol)
@@ -188,45 +164,13 @@ class Monitor:
 
     def compare(self, step: int, result) -> None:
         """The comparison's result of this step (see :class:`handgrad.compare.CompareResult`), or None."""
-        if result is None:
-            return
-        self._cmp_last = result
-        for n, e in result.errors.items():
-            self._cmp_window[n] = max(self._cmp_window.get(n, 0.0), e) if e == e else e  # NOTE: keeps a NaN
-        if self.writer is None or not (self.schedule.scalars(step) or not result.ok):
-            return
-        out = {(n, "compare/rel_err_log10"): log10(e) for n, e in self._cmp_window.items()}
-        out[(_TOL_RUN, "compare/rel_err_log10")] = log10(result.tol)
-        if result.noise:
-            out[(_NOISE_RUN, "compare/rel_err_log10")] = log10(max(result.noise.values()))
-        worst = max(self._cmp_window.values(), default=0.0)
-        out.update({("", "compare/worst_rel_err_log10"): log10(worst), ("", "compare/objective_diff_log10"):
-                    log10(result.objective_diff)})
-        self.events.scalars(out, step)
-        self._cmp_window = {}
+        if result is not None:
+            self._cmp.add(step, result)
 
     def scalars(self, step: int, values: Mapping[str, float]) -> None:
         """Per-epoch values under train.py's names (``train/epoch_loss``, ``test/loss``, ...)."""
         if self.writer is not None:
             self._flush(step, {_TRAIN_NAMES.get(k, k): v for k, v in values.items()})
-
-    def graph(self, image, mermaid: str) -> None:
-        """The model's autograd graph for one batch: the picture (HWC uint8) in Images, the mermaid source in Text."""
-        if self.writer is not None:
-            self.events.image("graph/model", image, 0)
-            self.events.text("graph/mermaid", "\n".join("    " + line for line in mermaid.splitlines()))
-
-    def config(self, config: Mapping) -> None:
-        self._config = dict(config)
-        if self.writer is not None:
-            self.events.text("config", "\n".join(f"    {k}: {v}" for k, v in sorted(config.items())))
-
-    def hparams(self, config: Mapping, metrics: Mapping[str, float]) -> None:
-        if self.writer is None or self._hparams_done:
-            return
-        self._hparams_done = True
-        hp = {k: (v if isinstance(v, (int, float, str, bool)) else json.dumps(v)) for k, v in config.items() if v is not None}
-        self.writer.add_hparams(hp, {f"hparam/{k}": float(v) for k, v in metrics.items()}, run_name=".")
 
     def close(self) -> None:
         """The compare verdict (Text), hparams of a run that stopped early, and every file flushed."""
@@ -238,15 +182,28 @@ class Monitor:
         try:
             self.pictures.close()
         finally:
-            if self._cmp_last is not None:
-                self.events.text("compare/verdict", self._cmp_last.markdown(), self._cmp_last.step)
-                if not self._cmp_last.ok and self._config is not None:
-                    keys = ("ops", "lr", "activation", "loss", "seed", "hidden", "preset", "inject_fault", "compare_dtype")
-                    self.hparams({k: v for k, v in self._config.items() if k in keys},
-                                 {"compare_worst_log10": log10(max(self._cmp_last.worst.values())), "compare_step":
-                                  self._cmp_last.step})
+            self._cmp.close(self.hparams, self._config)
             self.events.close()
             self.writer = None
+
+def _synced(values: list) -> list[float]:
+    """Tensors among ``values`` as floats, through one device-to-host transfer; numbers as they are."""
+    tensors = [(i, v) for i, v in enumerate(values) if isinstance(v, torch.Tensor)]
+    out = list(values)
+    if tensors:
+        device = tensors[0][1].device
+        for (i, _), v in zip(tensors, torch.stack([v.detach().float().reshape(()).to(device) for _, v in tensors]).tolist()):
+            out[i] = v
+    return out
+
+
+def output_stats(logits: torch.Tensor, target: torch.Tensor, softmax: bool) -> dict[str, torch.Tensor]:
+    """p_true, and the answers that are confident (true class > 0.99, the rest < 0.01) or stuck (all within 0.05)."""
+    probs = logits.softmax(-1) if softmax else logits.sigmoid()
+    p_true = probs.gather(-1, target.reshape(-1, 1)).squeeze(-1)
+    others = probs.scatter(-1, target.reshape(-1, 1), 0.0).amax(-1)
+    return {"p_true": p_true.mean(), "confident": ((p_true > 0.99) & (others < 0.01)).float().mean(),
+            "stuck": ((probs.amax(-1) - probs.amin(-1)) < 0.05).float().mean()}
 
 
 #: train.py's names for the values it hands over -> the table's keys

@@ -11,9 +11,17 @@ only the charts a run writes, so runs in one folder merge into one layout withou
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
-__all__ = ["Stat", "STATS", "CATEGORIES", "stat", "early_tag", "log10_tag", "layout"]
+__all__ = ["Stat", "STATS", "CATEGORIES", "stat", "early_tag", "log10_tag", "layout", "expand", "log10", "LOG10_FLOOR"]
+
+LOG10_FLOOR = -20.0  # log10 of an exact 0 (an error that vanished) is drawn here, not at -inf
+
+
+def log10(value: float) -> float:
+    """log10(max(v, 1e-20)): values TensorBoard's table would round to 0, in a readable form."""
+    return math.log10(value) if value > 10**LOG10_FLOOR else LOG10_FLOOR
 
 
 @dataclass(frozen=True)
@@ -108,3 +116,17 @@ def layout(has: set[str]) -> dict:
         for category, title, tag in _charts(s):
             by_category[category][title] = ["Multiline", [f"^{tag}$"]]
     return {c: charts for c, charts in by_category.items() if charts}
+
+
+def expand(rows, early: bool, log=log10) -> dict[tuple[str, str], float]:
+    """(key, run, value) rows -> {(run, tag): value}: the raw tag, the log10 tag, the early tag, as declared."""
+    out = {}
+    for key, run, v in rows:
+        s = _BY_KEY[key]
+        if s.raw:
+            out[(run, s.tag)] = v
+        if s.log10:
+            out[(run, log10_tag(s))] = log(v)
+        if s.early and early:
+            out[(run, early_tag(s))] = log(v) if s.log10 else v
+    return out
