@@ -12,7 +12,7 @@ from . import table
 from .events import Events
 from .pictures import Pictures, histograms
 from .records import RunRecords
-from .schedule import EARLY_STEPS, LogSchedule
+from .schedule import EARLY_END, EARLY_STEPS, LogSchedule
 from .verdict import CompareCharts
 
 __all__ = ["Monitor", "LOG10_FLOOR", "log10"]
@@ -39,7 +39,7 @@ class Monitor(RunRecords):
         self._ce = getattr(model, "loss_name", "ce") == "ce"
         self._pending: list[tuple[str, str, object]] = []
         self._snapshot, self._capture, self._hooks = None, False, []
-        self._config, self._hparams_done = None, False
+        self._config, self._hparams_done, self._early, self._curves_drawn = None, False, {}, False
         self._cmp = CompareCharts(None, None)
         self.writer = self.events = None
         if logdir is None or schedule is None:
@@ -66,7 +66,20 @@ class Monitor(RunRecords):
         pending, self._pending = self._pending, []
         values = _synced([v for _, _, v in pending])
         rows = [(k, run, v) for (k, run, _), v in zip(pending, values)] + [(k, "", v) for k, v in extra.items()]
+        self._curves(step, rows)
         self.events.scalars(table.expand(rows, self.schedule.early(step), log10), step)
+
+    def _curves(self, step: int, rows) -> None:
+        """Collect the early data gradients; draw them once, at step 200 or the run's last step if sooner."""
+        if not self.schedule.early(step) or self._curves_drawn:
+            return
+        for key, run, v in rows:
+            if key == "data_norm":
+                steps, values = self._early.setdefault(run, ([], []))
+                steps.append(step), values.append(v)
+        if step >= min(EARLY_END, self.schedule.total_steps):
+            self._curves_drawn = True
+            self.pictures.early_curves(step, self._early)
 
     def _unit_hook(self, name: str, relu: bool):
         def hook(_module, _inputs, output):

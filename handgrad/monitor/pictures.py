@@ -56,6 +56,21 @@ class Pictures:
         except BaseException as exc:  # NOTE: re-raised by close(), on the training thread
             self._failed = exc
 
+    def early_curves(self, step: int, series: dict) -> None:
+        """The data gradient of every layer over the first steps on a log axis (TensorBoard's percentile
+        axis cuts the first steps of a fast collapse; a picture keeps every value)."""
+        if self.available and series:
+            self._pool.submit(self._draw_curves, step, {k: (list(s), list(v)) for k, (s, v) in series.items()})
+
+    def _draw_curves(self, step, series) -> None:
+        try:
+            from .. import plots
+
+            image = plots.curves(series, f"data gradient ‖∂L/∂θ‖ per parameter, steps 1-{step}")
+            self.events.image("early/data_gradient_curves", image, step, png_name=f"early-data_gradient-step{step:07d}.png")
+        except BaseException as exc:  # NOTE: re-raised by close(), on the training thread
+            self._failed = exc
+
     def close(self) -> None:
         self._pool.shutdown(wait=True)
         if self._failed is not None:
