@@ -106,6 +106,15 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
+def _fault(text: str) -> str:
+    from handgrad.faults import FaultError, parse_fault
+
+    try:
+        return str(parse_fault(text))
+    except FaultError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _hidden(text: str) -> list[int]:
     try:
         sizes = [int(s) for s in text.split(",") if s.strip()]
@@ -163,8 +172,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Affine layers with bias terms (--no-bias: x Wᵀ only, as in seed 004)")
     p.add_argument("--ops", choices=["hand", "native", "compare"], default="hand",
                    help="handgrad's ops, PyTorch's, or hand with native gradients checked every step")
-    p.add_argument("--compare-tol", type=_non_negative_float, default=1e-4,
-                   help="with --ops compare: largest relative gradient error allowed")
+    p.add_argument("--compare-tol", type=_non_negative_float, default=None,
+                   help="with --ops compare: largest relative gradient error allowed "
+                        "(default: 1e-8 in float64, 1e-4 in float32)")
+    p.add_argument("--compare-dtype", choices=["float64", "float32"], default="float64",
+                   help="with --ops compare: recompute both gradients in float64 at each step, or compare the "
+                        "training gradients as they are")
+    p.add_argument("--inject-fault", type=_fault, default=None, metavar="OP:scale=S",
+                   help="swap a deliberately wrong backward into the hand ops, e.g. relu:scale=1.5 "
+                        "(to see a bug on the dashboard and in the compare verdict)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="parameter and data dtype")
     p.add_argument("--seed", type=_seed, default=0, help="seed for weights and batch order, 0 to 2**64-1")
@@ -228,6 +244,7 @@ class OpsChoice:
     label: str  # --ops as typed: hand, native or compare (names the run in logs)
     model_ops: str  # "hand" or "native": what models.mlp.MLP is built from
     compare_tol: float | None  # with --ops compare: the largest relative gradient error allowed; else None
+    compare_dtype: str | None = None  # with --ops compare: "float64" (recomputed) or "float32" (as trained)
 
     @property
     def compare(self) -> bool:
@@ -236,7 +253,10 @@ class OpsChoice:
 
 def ops_choice(args: argparse.Namespace) -> OpsChoice:
     if args.ops == "compare":
-        return OpsChoice("compare", "hand", args.compare_tol)
+        from handgrad.compare import DEFAULT_TOL
+
+        tol = args.compare_tol if args.compare_tol is not None else DEFAULT_TOL[args.compare_dtype]
+        return OpsChoice("compare", "hand", tol, args.compare_dtype)
     return OpsChoice(args.ops, args.ops, None)
 
 
@@ -255,7 +275,7 @@ import torch
 
 from handgrad import distributed
 from handgrad.checkpoint import CheckpointError, check_save_path, save_checkpoint, save_lock
-from handgrad.compare import Comparison, GradientMismatch, Objective
+from handgrad.compare import CompareResult, Comparison, GradientMismatch, Objective
 from handgrad.data import DataError, MNISTData, load_mnist
 from handgrad.devices import parse_device
 from handgrad.functional import get_ops
@@ -341,9 +361,11 @@ def _log_graph(monitor: Monitor, model: MLP, data, batch_size: int) -> None:
         return
     try:
         from handgrad.graph import model_graph
-    except ImportError:  # NOTE: handgrad.graph is optional here: without it the run just has no graph picture
+
+        picture = model_graph(model, data.test_x[:batch_size], data.test_y[:batch_size])
+    except ImportError:  # NOTE: optional (handgrad.graph, matplotlib): without them the run has no graph picture
         return
-    monitor.graph(*model_graph(model, data.test_x[:batch_size], data.test_y[:batch_size]))
+    monitor.graph(*picture)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -490,7 +512,12 @@ def build(args, ops: OpsChoice, out: Outputs, procs: distributed.Processes, devi
     config = {**vars(args), "hidden": list(args.hidden), "processes": procs.world, "schedule_start": schedule_start}
     model_kwargs = dict(hidden=args.hidden, activation=args.activation, loss=args.loss,
                         weight_decay=args.weight_decay, bias=args.bias, device=device, dtype=dtype)
-    model = MLP(get_ops(ops.model_ops), **model_kwargs)
+    ops = get_ops(ops.model_ops)
+    if args.inject_fault:  # NOTE: the hand ops only; native stays the reference
+        from handgrad.faults import inject
+
+        ops = inject(get_ops("hand"), args.inject_fault)
+    model = MLP(ops, **model_kwargs)
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum, nesterov=args.momentum > 0)
     steps_per_epoch = data.steps_per_epoch(args.batch_size)
     total_steps = (args.epochs - schedule_start) * steps_per_epoch
@@ -550,13 +577,14 @@ def open_comparison(run: Run) -> Comparison | None:
     """
     if not run.ops.compare:
         return None
-    return Comparison(run.model, MLP(get_ops("native"), **run.model_kwargs), run.ops.compare_tol, run.monitor)
+    return Comparison(run.model, MLP(get_ops("native"), **run.model_kwargs), run.ops.compare_tol, run.ops.compare_dtype)
 
 
-def compare_step(run: Run, x: torch.Tensor, y: torch.Tensor, step: int, total: torch.Tensor) -> None:
-    """With --ops compare: this step's hand gradients against native ones (GradientMismatch above the tolerance)."""
-    if run.comparison is not None:
-        run.comparison.step(x, y, step, total)
+def compare_step(run: Run, x: torch.Tensor, y: torch.Tensor, step: int, total: torch.Tensor) -> CompareResult | None:
+    """With --ops compare: this step's hand gradients against native ones, as a verdict the loop hands on; else None."""
+    if run.comparison is None:
+        return None
+    return run.comparison.step(x, y, step, total)
 
 
 def open_monitor(run: Run) -> None:
@@ -598,8 +626,11 @@ def train_step(run: Run, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     finite, loss = run.procs.agree(total.detach() + sq, loss)
     if not finite:
         raise _not_finite(run)
-    compare_step(run, x, y, step, total)
+    verdict = compare_step(run, x, y, step, total)
+    run.monitor.compare(step, verdict)  # NOTE: the comparison returns its errors; the monitor draws them
     run.monitor.before_update(step, logits, run.procs.local_targets(y))
+    if verdict is not None and not verdict.ok:
+        raise GradientMismatch(verdict.message)
     with CTRL_C.held():
         run.optimizer.step()
         run.scheduler.step()

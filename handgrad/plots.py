@@ -12,7 +12,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-__all__ = ["gradient_flow"]
+__all__ = ["gradient_flow", "curves"]
 
 _LIGHT, _DARK, _BAD, _GOOD = "#9ecae1", "#08519c", "#cb181d", "#41ab5d"
 
@@ -80,3 +80,22 @@ def _compare_panel(ax, names: Sequence[str], errors: Mapping[str, float], tol: f
     ax.set_xticks(x, _labels(names), fontsize=10)
     ax.tick_params(axis="y", labelsize=10)
     ax.set_title(f"hand vs native, step {step}: ‖g_hand − g_native‖ / ‖g_native‖", fontsize=11)
+
+
+def curves(series: Mapping[str, tuple[Sequence[int], Sequence[float]]], title: str) -> np.ndarray:
+    """An RGB image: one line per series (steps, values) on a log10 axis, with a legend; no value is cut off."""
+    fig = Figure(figsize=(7.0, 4.0), dpi=80)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    low, high = np.inf, -np.inf
+    for name, (steps, values) in series.items():
+        logs = np.log10(np.maximum(np.asarray(values, dtype=float), 1e-30))
+        ax.plot(steps, logs, linewidth=1.4, label=name)
+        low, high = min(low, logs.min()), max(high, logs.max())
+    _log_axis(ax, low, high + 0.3)
+    ax.set_xlabel("step", fontsize=10)
+    ax.set_title(title, fontsize=11)
+    ax.legend(loc="best", fontsize=8, frameon=False, ncol=2)
+    fig.subplots_adjust(left=0.1, right=0.98, bottom=0.13, top=0.92)
+    fig.canvas.draw()
+    return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
