@@ -232,7 +232,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     # shows it as the user would type it: 256,128)
     values = {k: ",".join(map(str, v)) if isinstance(v, (list, tuple)) else v for k, v in PRESETS[known.preset].values.items()}
     parser.set_defaults(**values)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.inject_fault and args.ops == "native":
+        parser.error("--inject-fault swaps a wrong backward into the hand ops, and --ops native runs none; "
+                     "use --ops hand or --ops compare")
+    if args.ops != "compare" and (args.compare_tol is not None or args.compare_dtype != "float64"):
+        parser.error("--compare-tol and --compare-dtype apply only with --ops compare")
+    return args
 
 
 
@@ -512,12 +518,12 @@ def build(args, ops: OpsChoice, out: Outputs, procs: distributed.Processes, devi
     config = {**vars(args), "hidden": list(args.hidden), "processes": procs.world, "schedule_start": schedule_start}
     model_kwargs = dict(hidden=args.hidden, activation=args.activation, loss=args.loss,
                         weight_decay=args.weight_decay, bias=args.bias, device=device, dtype=dtype)
-    ops = get_ops(ops.model_ops)
+    namespace = get_ops(ops.model_ops)
     if args.inject_fault:  # NOTE: the hand ops only; native stays the reference
         from handgrad.faults import inject
 
-        ops = inject(get_ops("hand"), args.inject_fault)
-    model = MLP(ops, **model_kwargs)
+        namespace = inject(get_ops("hand"), args.inject_fault)
+    model = MLP(namespace, **model_kwargs)
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum, nesterov=args.momentum > 0)
     steps_per_epoch = data.steps_per_epoch(args.batch_size)
     total_steps = (args.epochs - schedule_start) * steps_per_epoch
