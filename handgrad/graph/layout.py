@@ -47,6 +47,8 @@ class Box:
 
 @dataclass
 class Layout:
+    """A laid-out graph, in inches: each node's box, one polyline per edge and each edge label's box."""
+
     width: float
     height: float
     nodes: dict[str, Box]

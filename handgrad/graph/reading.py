@@ -11,8 +11,9 @@ Where the numbers come from:
   a tensor the caller named, or a tensor some node saved for backward (matched to its edge by
   identity: a saved tensor's ``(grad_fn, output_nr)`` *is* the edge it travels on, whatever the
   op). An edge none of these covers (the output of a Mul feeding an Add, say: Add saves nothing)
-  is recomputed from its producer's inputs by the op's forward rule, for handgrad's ops and the
-  common native ones (``_RECOMPUTE``). What is still unknown is labelled ``?``; naming that
+  is recomputed from its producer's inputs by the op's forward rule: for handgrad's ops the
+  ``recompute`` of their declaration (:mod:`handgrad.registry`), for the common native ones
+  ``_RECOMPUTE``. What is still unknown is labelled ``?``; naming that
   tensor in ``names`` shows it.
 * Gradients. Each edge carries what its consumer's backward sends to that input (so where a
   tensor feeds two ops, each edge shows its own share, the "+=" of seed 002). They are captured
@@ -21,7 +22,8 @@ Where the numbers come from:
   ``backward()``.
 
 Inputs that need no gradient (data, targets, constants) are not part of the autograd graph and
-are not drawn (:func:`handgrad.graph.model_graph` makes the batch ``x`` a leaf so that it is).
+are not drawn (:func:`handgrad.graph.read_model` with ``draw_input``, as
+:func:`handgrad.graph.write_model_graph` calls it, makes the batch ``x`` a leaf so that it is).
 Every private torch attribute read here goes through :mod:`handgrad.compat`.
 """
 
