@@ -1,4 +1,4 @@
-"""What a run writes once: its configuration, the model's graph picture, the HParams entry."""
+"""What a run writes once: its configuration and the HParams entry (the model graph: handgrad.graph.write_model_graph)."""
 
 from __future__ import annotations
 
@@ -10,12 +10,6 @@ __all__ = ["RunRecords"]
 
 class RunRecords:
     """Mixed into :class:`handgrad.monitor.Monitor`: uses its ``writer``, ``events`` and ``_config``."""
-
-    def graph(self, image, mermaid: str) -> None:
-        """The model's autograd graph for one batch: the picture (HWC uint8) in Images, the mermaid source in Text."""
-        if self.writer is not None:
-            self.events.image("graph/model", image, 0)
-            self.events.text("graph/mermaid", "\n".join("    " + line for line in mermaid.splitlines()))
 
     def config(self, config: Mapping) -> None:
         self._config = dict(config)
