@@ -14,6 +14,7 @@ Two kinds of wrapper:
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
@@ -29,6 +30,7 @@ __all__ = [
     "saved_attribute",
     "saved_attribute_names",
     "event_file_writer",
+    "maximum_tie_jvp_rule",
 ]
 
 
@@ -140,3 +142,29 @@ def event_file_writer(writer):
     if get is None:
         raise MissingTorchAPI("SummaryWriter._get_file_writer", "writing a step's statistics as one event")
     return get()
+
+
+# ---------------------------------------------------------------------------------------------
+# torch's own behaviour where releases differ (probed once, never read from the version number)
+# ---------------------------------------------------------------------------------------------
+
+
+@functools.cache
+def maximum_tie_jvp_rule() -> str:
+    """How the running torch's forward-mode rule for ``torch.maximum`` rounds at a tie a = b.
+
+    ``"weighted"`` (torch 2.14 and later): ż = s ȧ + (1 - s) ḃ; ``"difference"`` (torch 2.13 and
+    earlier): ż = ḃ + s (ȧ - ḃ); s = ½ at a tie. Equal in exact arithmetic, they round apart by up
+    to about an ulp of the tangents. handgrad's ``Maximum.jvp`` is always the weighted rule; the
+    check matrix compares its tie rows with the running torch exactly only where torch's is too.
+    """
+    import torch.autograd.forward_ad as fwAD
+
+    zero = torch.zeros((), dtype=torch.float64)
+    # NOTE: tangents 0.3 and -0.1 tell the two apart: ½·0.3 + ½·(-0.1) rounds to 0.09999999999999999,
+    # -0.1 + ½·(0.3 + 0.1) to 0.1 (float64).
+    with fwAD.dual_level():
+        a = fwAD.make_dual(zero, torch.tensor(0.3, dtype=torch.float64))
+        b = fwAD.make_dual(zero.clone(), torch.tensor(-0.1, dtype=torch.float64))
+        tangent = fwAD.unpack_dual(torch.maximum(a, b)).tangent
+    return "weighted" if tangent.item() == 0.3 * 0.5 + -0.1 * 0.5 else "difference"
