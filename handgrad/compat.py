@@ -31,6 +31,7 @@ __all__ = [
     "saved_attribute_names",
     "event_file_writer",
     "maximum_tie_jvp_rule",
+    "compilable",
 ]
 
 
@@ -168,3 +169,18 @@ def maximum_tie_jvp_rule() -> str:
         b = fwAD.make_dual(zero.clone(), torch.tensor(-0.1, dtype=torch.float64))
         tangent = fwAD.unpack_dual(torch.maximum(a, b)).tangent
     return "weighted" if tangent.item() == 0.3 * 0.5 + -0.1 * 0.5 else "difference"
+
+
+def compilable(fn):
+    """``fn`` in a form ``torch.compile`` caches apart from every other callable, for a compile check.
+
+    A bound classmethod such as ``MyFunction.apply`` comes back as a closure over its class; any
+    other callable comes back as it is. NOTE: Dynamo caches compiled code on the code object, and
+    every Function subclass shares ``Function.apply``'s; torch 2.10 to 2.13 did not guard on the
+    class, so compiling ``Parent.apply`` after ``Child.apply`` reused the child's graph (a parent
+    with ``jvp``, which Dynamo refuses, passed). A closure's class is guarded on every release.
+    """
+    owner, name = getattr(fn, "__self__", None), getattr(fn, "__name__", None)
+    if isinstance(owner, type) and name:
+        return lambda *args, **kwargs: getattr(owner, name)(*args, **kwargs)
+    return fn

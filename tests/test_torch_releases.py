@@ -79,3 +79,54 @@ def test_the_tie_rows_catch_a_wrong_share_whatever_their_tolerance():
     for case in (c for c in CASES if c.op == "maximum" and c.label.startswith("ties")):
         result = run_check(case, "native64", hand=ops)
         assert result.status == "FAIL" and "jvp" in result.message, result
+
+
+# ---------------------------------------------------------------------------------------------
+# torch.compile: Dynamo's cache must not carry one Function's verdict over to another
+# ---------------------------------------------------------------------------------------------
+
+
+class _WithJvp(torch.autograd.Function):
+    @staticmethod
+    def forward(x):
+        return 2 * x
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
+
+    @staticmethod
+    def backward(ctx, grad):
+        return 2 * grad
+
+    @staticmethod
+    def jvp(ctx, tangent):
+        return 2 * tangent
+
+
+class _WithoutJvp(_WithJvp):
+    jvp = torch.autograd.Function.jvp
+
+
+def _compiles(fn, x):
+    try:
+        torch.compile(fn, fullgraph=True, backend="aot_eager")(x)
+    except Exception as exc:  # noqa: BLE001 - Dynamo's refusal has a different class on each release
+        return str(exc).splitlines()[0]
+    return "ok"
+
+
+def test_a_compiled_child_does_not_let_its_parent_with_jvp_pass():
+    x = torch.randn(3, requires_grad=True)
+    assert _compiles(compat.compilable(_WithoutJvp.apply), x) == "ok"
+    # NOTE: torch.compile(_WithJvp.apply) here passed on torch 2.10-2.13 (the child's cached graph)
+    assert "jvp" in _compiles(compat.compilable(_WithJvp.apply), x)
+
+
+def test_compilable_leaves_other_callables_alone_and_keeps_the_result():
+    def plain(x):
+        return x * 3
+
+    assert compat.compilable(plain) is plain
+    x = torch.randn(3)
+    torch.testing.assert_close(compat.compilable(_WithoutJvp.apply)(x), 2 * x, rtol=0, atol=0)
