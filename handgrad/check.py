@@ -328,14 +328,20 @@ def _build_cases() -> list[Case]:
 
 def _tie_cases() -> list[Case]:
     """Ties in maximum: not differentiable there, so compared with torch's tie rule only, exactly."""
-    reason = "ties: maximum has no derivative there; torch's half-and-half share is compared exactly instead"
+    reason = "ties: maximum has no derivative there; torch's half-and-half share is compared with the native op's instead"
     skip = tuple((k, reason) for k in NUMERICAL)
     a = [1.5, 0.0, -2.0, 3.0, 0.5, -0.0, 7.0, -1.0]
     b = [1.5, 0.0, -2.0, 1.0, 0.5, 0.0, 8.0, -1.0]
+    # NOTE: a named exception (docs/compatibility.md): torch 2.13 and earlier round a tie's tangent
+    # as ḃ + ½(ȧ - ḃ), handgrad and torch 2.14+ as ½ȧ + ½ḃ, up to an ulp apart; against such a torch
+    # the rows allow 5e-7 (a few float32 ulps of these order-1 tangents), where a wrong share is off by ~½.
+    from .compat import maximum_tie_jvp_rule
+
+    tolerance = (0.0, 0.0) if maximum_tie_jvp_rule() == "weighted" else (0.0, 5e-7)
     return [
-        Case("maximum", "ties", _fixed_inputs(a, b), skip=skip, tolerance=(0.0, 0.0)),
+        Case("maximum", "ties", _fixed_inputs(a, b), skip=skip, tolerance=tolerance),
         Case("maximum", "ties, broadcast (2,4)x(4,)", _fixed_inputs(a, b[:4], shapes=[(2, 4), (4,)]),
-             skip=skip, tolerance=(0.0, 0.0)),
+             skip=skip, tolerance=tolerance),
     ]
 
 

@@ -14,6 +14,7 @@ Two kinds of wrapper:
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
@@ -30,6 +31,8 @@ __all__ = [
     "saved_attribute_names",
     "event_file_writer",
     "version_counter",
+    "maximum_tie_jvp_rule",
+    "compilable",
 ]
 
 
@@ -154,3 +157,43 @@ def version_counter(tensor) -> int | None:
     Optional: None where torch lacks it; the checker's ``untouched`` column then compares values only.
     """
     return getattr(tensor, "_version", None)
+
+
+# torch's own behaviour where releases differ (probed once, never read from the version number)
+# ---------------------------------------------------------------------------------------------
+
+
+@functools.cache
+def maximum_tie_jvp_rule() -> str:
+    """How the running torch's forward-mode rule for ``torch.maximum`` rounds at a tie a = b.
+
+    ``"weighted"`` (torch 2.14 and later): ż = s ȧ + (1 - s) ḃ; ``"difference"`` (torch 2.13 and
+    earlier): ż = ḃ + s (ȧ - ḃ); s = ½ at a tie. Equal in exact arithmetic, they round apart by up
+    to about an ulp of the tangents. handgrad's ``Maximum.jvp`` is always the weighted rule; the
+    check matrix compares its tie rows with the running torch exactly only where torch's is too.
+    """
+    import torch.autograd.forward_ad as fwAD
+
+    zero = torch.zeros((), dtype=torch.float64)
+    # NOTE: tangents 0.3 and -0.1 tell the two apart: ½·0.3 + ½·(-0.1) rounds to 0.09999999999999999,
+    # -0.1 + ½·(0.3 + 0.1) to 0.1 (float64).
+    with fwAD.dual_level():
+        a = fwAD.make_dual(zero, torch.tensor(0.3, dtype=torch.float64))
+        b = fwAD.make_dual(zero.clone(), torch.tensor(-0.1, dtype=torch.float64))
+        tangent = fwAD.unpack_dual(torch.maximum(a, b)).tangent
+    return "weighted" if tangent.item() == 0.3 * 0.5 + -0.1 * 0.5 else "difference"
+
+
+def compilable(fn):
+    """``fn`` in a form ``torch.compile`` caches apart from every other callable, for a compile check.
+
+    A bound classmethod such as ``MyFunction.apply`` comes back as a closure over its class; any
+    other callable comes back as it is. NOTE: Dynamo caches compiled code on the code object, and
+    every Function subclass shares ``Function.apply``'s; torch 2.10 to 2.13 did not guard on the
+    class, so compiling ``Parent.apply`` after ``Child.apply`` reused the child's graph (a parent
+    with ``jvp``, which Dynamo refuses, passed). A closure's class is guarded on every release.
+    """
+    owner, name = getattr(fn, "__self__", None), getattr(fn, "__name__", None)
+    if isinstance(owner, type) and name:
+        return lambda *args, **kwargs: getattr(owner, name)(*args, **kwargs)
+    return fn

@@ -150,7 +150,7 @@ def saved(engine, row):
 @register_check(first=True, default=False)
 def compile(engine, row):  # noqa: A001 - the check's name is the column's
     """torch.compile(fn, fullgraph=True) gives the same values and gradients (only when asked: compile=True)."""
-    compiled = torch.compile(engine.fn, fullgraph=True, backend=engine.compile_backend)
+    compiled = torch.compile(compat.compilable(engine.fn), fullgraph=True, backend=engine.compile_backend)
     eager = engine.evaluate(engine.fn, row.args, row.diff)
     done = engine.evaluate(compiled, row.args, row.diff, eager.cotangents)
     names = out_names(len(eager.outs)) + [f"grad of input {i}" for i in row.diff]
