@@ -31,6 +31,17 @@ from __future__ import annotations
 import importlib
 import sys
 import types
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # NOTE: the names as static tools see them (mkdocstrings' API page, type checkers); _WHERE below at run time
+    from .cli import build_parser, main
+    from .draw import MatplotlibMissing, figure, image_of, render, to_image
+    from .examples import EXAMPLES, example
+    from .layout import LABEL_PT, NODE_PT, Box, Layout, layout
+    from .model import model_graph, model_names, read_model
+    from .reading import Edge, Graph, Node, build, describe, format_number, op_label
+    from .tensorboard import graph_def, write_model_graph
+    from .text import dot, dot_of, mermaid, mermaid_of
 
 # NOTE: names are imported on first use, so that `python -m handgrad.graph --help` and a mistyped
 # flag answer without importing torch; the first name asked for imports them all.
