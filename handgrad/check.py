@@ -31,8 +31,15 @@ as skipped and counts them apart from the passes.
 
 from __future__ import annotations
 
-import argparse
 import sys
+
+if __name__ == "__main__":
+    # NOTE: `python -m handgrad.check` reads its arguments before torch is imported (--help and a
+    # mistyped flag answer at once); check_cli.main then runs this module as handgrad.check.
+    from handgrad.check_cli import main as _cli_main
+
+    sys.exit(_cli_main())
+
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -40,8 +47,9 @@ from dataclasses import dataclass, replace
 import torch
 
 from . import registry
+from .check_cli import build_parser, run_function, wants_function
 from .functional import get_ops
-from .testing import TOLERANCES, Result, UsageError, check_function, cli_function, first_line, parse_device, table
+from .testing import TOLERANCES, Result, UsageError, check_function, first_line, parse_device, table
 
 __all__ = ["Case", "CASES", "COLUMNS", "cases_of", "run_case", "run_check", "main"]
 
@@ -498,14 +506,7 @@ def _format(results: list[Result]) -> str:
 
 
 def _parse(argv):
-    parser = argparse.ArgumentParser(
-        prog="python -m handgrad.check",
-        description="Run handgrad's gradient-check matrix and print it, op by column "
-                    "(or, with --function, the same checks on your own Function: see --function --help).",
-    )
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
-    parser.add_argument("--op", nargs="+", metavar="NAME", help="only these ops (default: all)")
-    parser.add_argument("--verbose", action="store_true", help="one line per case as well")
+    parser = build_parser()
     args = parser.parse_args(argv)
     names = list(registry.OP_NAMES)
     if args.op:
@@ -520,24 +521,11 @@ def _parse(argv):
     return args, names, device
 
 
-def _wants_function(argv: list[str]) -> bool:
-    return any(a == "--function" or a.startswith("--function=") for a in argv)
-
-
-def _run_function(argv: list[str]) -> int:
-    """``--function ...``: the engine's command line on a user's Function (--op has no place there)."""
-    if any(a == "--op" or a.startswith("--op=") for a in argv):
-        print("error: --op checks handgrad's own ops and --function a Function of yours; give one of them.",
-              file=sys.stderr)
-        return 2
-    return cli_function(argv, prog="python -m handgrad.check")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
     argv = list(sys.argv[1:] if argv is None else argv)
-    if _wants_function(argv):
-        return _run_function(argv)
+    if wants_function(argv):
+        return run_function(argv)
     args, names, device = _parse(argv)
     rows, results = [], []  # results: (case, Result) for every cell
     for name in names:
@@ -564,6 +552,3 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"  {r.status} {case.name} {r.check}: {r.message}")
     return 1 if count["FAIL"] or count["ERROR"] else 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

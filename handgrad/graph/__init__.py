@@ -28,14 +28,62 @@ The package, one job per module:
 
 from __future__ import annotations
 
-from .cli import build_parser, main
-from .draw import MatplotlibMissing, figure, image_of, render, to_image
-from .examples import EXAMPLES, example
-from .layout import LABEL_PT, NODE_PT, Box, Layout, layout
-from .model import model_graph, model_names, read_model
-from .reading import Edge, Graph, Node, build, describe, format_number, op_label
-from .tensorboard import graph_def, write_model_graph
-from .text import dot, dot_of, mermaid, mermaid_of
+import importlib
+import sys
+import types
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # NOTE: the names as static tools see them (mkdocstrings' API page, type checkers); _WHERE below at run time
+    from .cli import build_parser, main
+    from .draw import MatplotlibMissing, figure, image_of, render, to_image
+    from .examples import EXAMPLES, example
+    from .layout import LABEL_PT, NODE_PT, Box, Layout, layout
+    from .model import model_graph, model_names, read_model
+    from .reading import Edge, Graph, Node, build, describe, format_number, op_label
+    from .tensorboard import graph_def, write_model_graph
+    from .text import dot, dot_of, mermaid, mermaid_of
+
+# NOTE: names are imported on first use, so that `python -m handgrad.graph --help` and a mistyped
+# flag answer without importing torch; the first name asked for imports them all.
+_WHERE = {
+    "cli": ("build_parser", "main"),
+    "draw": ("MatplotlibMissing", "figure", "image_of", "render", "to_image"),
+    "examples": ("EXAMPLES", "example"),
+    "layout": ("LABEL_PT", "NODE_PT", "Box", "Layout", "layout"),
+    "model": ("model_graph", "model_names", "read_model"),
+    "reading": ("Edge", "Graph", "Node", "build", "describe", "format_number", "op_label"),
+    "tensorboard": ("graph_def", "write_model_graph"),
+    "text": ("dot", "dot_of", "mermaid", "mermaid_of"),
+}
+
+
+def _load() -> None:
+    modules = {m: importlib.import_module(f".{m}", __name__) for m in _WHERE}
+    globals().update({name: getattr(modules[m], name) for m, names in _WHERE.items() for name in names})
+
+
+def __getattr__(name: str):
+    if name.startswith("__") or not any(name in names for names in _WHERE.values()):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    _load()
+    return globals()[name]
+
+
+def __dir__():
+    _load()
+    return sorted(globals())
+
+
+class _Package(types.ModuleType):
+    def __setattr__(self, name: str, value) -> None:
+        # NOTE: importing the submodule layout binds it here by name; the package's `layout` stays the
+        # function (as when everything was imported eagerly), so that binding is left to __getattr__.
+        if name == "layout" and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 __all__ = [
     "Graph",

@@ -6,9 +6,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from .examples import EXAMPLES, example
-
 __all__ = ["build_parser", "main"]
+
+#: the names of :data:`handgrad.graph.examples.EXAMPLES`, here so that --help and a typo answer before torch is imported
+EXAMPLE_NAMES = ("shopping", "xyz", "neuron", "mlp")
 
 _FORMATS = ("mermaid", "dot", "png", "svg")
 _BY_SUFFIX = {".png": "png", ".svg": "svg", ".dot": "dot", ".gv": "dot", ".mmd": "mermaid", ".mermaid": "mermaid"}
@@ -22,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m handgrad.graph",
         description="Draw the notes' computational graphs from live tensors: values on the edges, or gradients with --backward.",
     )
-    p.add_argument("--example", choices=list(EXAMPLES), default="shopping", help="which graph (default: shopping)")
+    p.add_argument("--example", choices=EXAMPLE_NAMES, default="shopping", help="which graph (default: shopping)")
     p.add_argument("--backward", action="store_true", help="draw the gradients instead of the forward values")
     p.add_argument("--format", choices=_FORMATS, default=None,
                    help="mermaid or dot text, png or svg picture (default: from --output's suffix, else mermaid)")
@@ -53,12 +54,14 @@ def _format_of(args, parser) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)  # NOTE: before the imports below (torch): --help and a typo answer at once
+
     from ..files import write_atomically
     from .draw import MatplotlibMissing, check_target, render
+    from .examples import example
     from .text import dot, mermaid
 
-    parser = build_parser()
-    args = parser.parse_args(argv)
     try:
         target = check_target(args.output, "python -m handgrad.graph") if args.output else None
     except ValueError as err:

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from .. import compat, registry
+from .. import compat, functional, registry  # noqa: F401 - functional: importing it declares the ops the labels name
 
 __all__ = ["Graph", "Node", "Edge", "build", "op_label", "format_number", "describe"]
 

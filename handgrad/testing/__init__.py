@@ -76,6 +76,18 @@ exception's first line; the report never dies. ``python -m handgrad.testing --fu
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # NOTE: the names as static tools see them (mkdocstrings' API page, type checkers); _WHERE below at run time
+    from .api import assert_function, check_function
+    from .cases import FunctionCase, pytest_params
+    from .cli import cli_function, main
+    from .hints import HINTS, Hint
+    from .loading import UsageError, parse_device, parse_dtypes
+    from .numerics import SLACK, TOLERANCES
+    from .registry import Check, check_names, register_check, unregister_check
+    from .report import Fail, Report, Result, Skip, first_line, table
+    from .variants import DTYPES, VARIANTS
 
 # NOTE: names are imported on first use, so that `python -m handgrad.testing --help` and a usage
 # mistake answer without importing torch; any name but the command line's registers the checks first.
