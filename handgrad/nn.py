@@ -75,7 +75,7 @@ class Affine(nn.Module):
 class _Activation(nn.Module):
     name = ""
 
-    def __init__(self, *args, ops: Ops = "hand", **kwargs) -> None:
+    def __init__(self, *args: object, ops: Ops = "hand", **kwargs: object) -> None:
         if args or kwargs:
             # NOTE: Python's own message would name _Activation.__init__, which the user never wrote.
             got = ", ".join([*map(repr, args), *(f"{k}={v!r}" for k, v in kwargs.items())])
