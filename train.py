@@ -512,12 +512,12 @@ def build(args, ops: OpsChoice, out: Outputs, procs: distributed.Processes, devi
     config = {**vars(args), "hidden": list(args.hidden), "processes": procs.world, "schedule_start": schedule_start}
     model_kwargs = dict(hidden=args.hidden, activation=args.activation, loss=args.loss,
                         weight_decay=args.weight_decay, bias=args.bias, device=device, dtype=dtype)
-    ops = get_ops(ops.model_ops)
+    fns = get_ops(ops.model_ops)  # NOTE: not `ops`: Run keeps the OpsChoice (label, compare_tol)
     if args.inject_fault:  # NOTE: the hand ops only; native stays the reference
         from handgrad.faults import inject
 
-        ops = inject(get_ops("hand"), args.inject_fault)
-    model = MLP(ops, **model_kwargs)
+        fns = inject(get_ops("hand"), args.inject_fault)
+    model = MLP(fns, **model_kwargs)
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum, nesterov=args.momentum > 0)
     steps_per_epoch = data.steps_per_epoch(args.batch_size)
     total_steps = (args.epochs - schedule_start) * steps_per_epoch
