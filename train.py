@@ -263,7 +263,8 @@ def ops_choice(args: argparse.Namespace) -> OpsChoice:
 if __name__ == "__main__":
     parse_args()  # NOTE: --help and a flag typo answer here, before torch is imported (seconds)
 
-import tempfile  # noqa: I001 - NOTE: the heavy imports come after the parse above, on purpose
+import copy  # noqa: I001 - NOTE: the heavy imports come after the parse above, on purpose
+import tempfile
 import time
 from collections.abc import Callable
 from contextlib import ExitStack, contextmanager, suppress
@@ -356,16 +357,22 @@ def evaluate(model: MLP, data, batch_size: int = 1000) -> tuple[float, float]:
 
 
 def _log_graph(monitor: Monitor, model: MLP, data, batch_size: int) -> None:
-    """The objective's autograd graph on one test batch (shapes and norms): picture to Images, mermaid to Text."""
+    """The objective's autograd graph on one test batch (shapes and norms): picture to Images, mermaid to Text.
+
+    Drawn on the monitor's picture thread (about a second of matplotlib) from a copy of the model at step 0,
+    so training starts at once and the weights the picture shows are those before the first update.
+    """
     if monitor.writer is None:
         return
     try:
         from handgrad.graph import model_graph
-
-        picture = model_graph(model, data.test_x[:batch_size], data.test_y[:batch_size])
     except ImportError:  # NOTE: optional (handgrad.graph, matplotlib): without them the run has no graph picture
         return
-    monitor.graph(*picture)
+    twin = copy.deepcopy(model)
+    for module in twin.modules():  # NOTE: the monitor's hooks must not see the copy's forward pass
+        module._forward_hooks.clear()
+    x, y = data.test_x[:batch_size].clone(), data.test_y[:batch_size].clone()
+    monitor.graph_later(lambda: model_graph(twin, x, y))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -17,6 +17,11 @@ class RunRecords:
             self.events.image("graph/model", image, 0)
             self.events.text("graph/mermaid", "\n".join("    " + line for line in mermaid.splitlines()))
 
+    def graph_later(self, draw) -> None:
+        """:meth:`graph` of ``draw()`` (image, mermaid), drawn on the picture thread; an ImportError skips it."""
+        if self.writer is not None:
+            self.pictures.later(draw, lambda picture: self.graph(*picture))
+
     def config(self, config: Mapping) -> None:
         self._config = dict(config)
         if self.writer is not None:
