@@ -269,7 +269,8 @@ def ops_choice(args: argparse.Namespace) -> OpsChoice:
 if __name__ == "__main__":
     parse_args()  # NOTE: --help and a flag typo answer here, before torch is imported (seconds)
 
-import tempfile  # noqa: I001 - NOTE: the heavy imports come after the parse above, on purpose
+import copy  # noqa: I001 - NOTE: the heavy imports come after the parse above, on purpose
+import tempfile
 import time
 from collections.abc import Callable
 from contextlib import ExitStack, contextmanager, suppress
@@ -279,7 +280,7 @@ from pathlib import Path
 
 import torch
 
-from handgrad import distributed
+from handgrad import compat, distributed
 from handgrad.checkpoint import CheckpointError, check_save_path, save_checkpoint, save_lock
 from handgrad.compare import CompareResult, Comparison, GradientMismatch, Objective
 from handgrad.data import DataError, MNISTData, load_mnist
@@ -362,15 +363,19 @@ def evaluate(model: MLP, data, batch_size: int = 1000) -> tuple[float, float]:
 
 
 def _log_graph(monitor: Monitor, model: MLP, data, batch_size: int) -> None:
-    """The objective's autograd graph on one test batch: Graphs-tab data, the picture in Images, mermaid in Text."""
+    """The objective's autograd graph on one test batch: Graphs-tab data, the picture in Images, mermaid in Text.
+
+    Read and drawn on the monitor's picture thread (about a second) from a copy of the model at step 0,
+    so training starts at once and the graph shows the weights before the first update.
+    """
     if monitor.writer is None:
         return
-    from handgrad.graph import MatplotlibMissing, write_model_graph
+    from handgrad.graph import write_model_graph
 
-    try:
-        write_model_graph(monitor.writer, model, data.test_x[:batch_size], data.test_y[:batch_size], step=0)
-    except MatplotlibMissing:  # NOTE: the graph data and text are written; the monitor already said pictures are skipped
-        pass
+    twin = copy.deepcopy(model)
+    compat.drop_forward_hooks(twin)  # NOTE: the monitor's hooks must not see the copy's forward pass
+    x, y = data.test_x[:batch_size].clone(), data.test_y[:batch_size].clone()
+    monitor.graph_later(lambda writer: write_model_graph(writer, twin, x, y, step=0))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -33,6 +33,7 @@ __all__ = [
     "version_counter",
     "maximum_tie_jvp_rule",
     "compilable",
+    "drop_forward_hooks",
 ]
 
 
@@ -197,3 +198,21 @@ def compilable(fn):
     if isinstance(owner, type) and name:
         return lambda *args, **kwargs: getattr(owner, name)(*args, **kwargs)
     return fn
+
+
+# ---------------------------------------------------------------------------------------------
+# modules
+# ---------------------------------------------------------------------------------------------
+
+
+def drop_forward_hooks(module) -> None:
+    """Remove every forward hook from ``module`` and its children (a copy must not report into a monitor).
+
+    Required: ``nn.Module`` has no public way to remove a hook without its handle, and a deep copy
+    of a monitored model carries the monitor's hooks but not their handles.
+    """
+    for child in module.modules():
+        hooks = getattr(child, "_forward_hooks", None)
+        if hooks is None:
+            raise MissingTorchAPI("nn.Module._forward_hooks", "reading a model's graph without its monitor's hooks")
+        hooks.clear()

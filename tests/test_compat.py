@@ -101,3 +101,16 @@ def test_missing_api_names_the_api_and_the_torch_version():
         compat.event_file_writer(NoWriter())
     message = str(info.value)
     assert "SummaryWriter._get_file_writer" in message and torch.__version__ in message
+
+
+def test_drop_forward_hooks_removes_them_from_every_submodule():
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.ReLU())
+    seen = []
+    for m in model.modules():
+        m.register_forward_hook(lambda mod, i, o: seen.append(type(mod).__name__))
+    model(torch.zeros(1, 2))
+    assert len(seen) == 3
+    compat.drop_forward_hooks(model)
+    seen.clear()
+    model(torch.zeros(1, 2))
+    assert seen == []

@@ -10,7 +10,7 @@ from torch import nn
 from ..nn import ReLU, Sigmoid
 from . import table
 from .events import Events
-from .pictures import Pictures, histograms
+from .pictures import Pictures
 from .records import RunRecords
 from .schedule import EARLY_END, EARLY_STEPS, LogSchedule
 from .verdict import CompareCharts
@@ -137,11 +137,17 @@ class Monitor(RunRecords):
         with torch.no_grad():
             params = [p.detach() for _, p in self._named]
             grads = [p.grad.detach() if p.grad is not None else torch.zeros_like(p) for _, p in self._named]
-            for key, norms in (("total_norm", torch._foreach_norm(grads)), ("data_norm", torch._foreach_norm(self.data_gradients()))):
-                self._pending += [(key, n, v) for n, v in zip(self._names, norms)]
+            totals = torch._foreach_norm(grads)
+            data = list(totals)  # NOTE: an unpenalized parameter's data gradient is its total gradient
             if self._penalized:
-                norms = torch._foreach_norm([params[i] for i in self._penalized])
-                self._pending += [("penalty_norm", self._names[i], self._lam * w) for i, w in zip(self._penalized, norms)]
+                pen = self._penalized
+                for i, d in zip(pen, torch._foreach_norm(torch._foreach_add([grads[i] for i in pen], [params[i] for i in pen],
+                                                                            alpha=-self._lam))):
+                    data[i] = d
+                norms = torch._foreach_norm([params[i] for i in pen])
+                self._pending += [("penalty_norm", self._names[i], self._lam * w) for i, w in zip(pen, norms)]
+            for key, norms in (("total_norm", totals), ("data_norm", data)):
+                self._pending += [(key, n, v) for n, v in zip(self._names, norms)]
             if logits is not None and target is not None:
                 self._output_stats(logits.detach().float(), target)
             self._snapshot = [p.clone() for p in params]
@@ -152,13 +158,10 @@ class Monitor(RunRecords):
         self._pending += [(k, "", v) for k, v in output_stats(logits, target, self._ce).items()]
 
     def _snapshots(self, step: int, failed: bool) -> None:
-        data = self.data_gradients()
         errors = self._cmp.errors_at(step)
         early = step in EARLY_STEPS and not failed
         tag = "gradient_flow/compare_failure" if failed else ("gradient_flow/early" if early else "gradient_flow/epoch_end")
-        self.pictures.gradient_flow(step, data, tag, errors, self.compare_tol)
-        histograms(self.events, step, [(n, "histogram/data_gradient", g) for n, g in zip(self._names, data)]
-                   + [(n, "histogram/weight", p) for n, p in self._named])
+        self.pictures.snapshot(step, self.data_gradients(), [p for _, p in self._named], tag, errors, self.compare_tol)
 
     def after_update(self, step: int, scalars: Mapping[str, torch.Tensor | float]) -> None:
         """Weight norms, update ratios, the pending statistics and ``scalars`` (train.py's names), one host sync."""
@@ -167,7 +170,8 @@ class Monitor(RunRecords):
             weight_norms = torch._foreach_norm(params)
             self._pending += [("weight_norm", n, v) for n, v in zip(self._names, weight_norms)]
             if self._snapshot is not None:
-                updates = torch._foreach_norm(torch._foreach_sub(params, self._snapshot))
+                torch._foreach_sub_(self._snapshot, params)  # NOTE: in place: the copy is not needed again
+                updates = torch._foreach_norm(self._snapshot)
                 self._pending += [("update_ratio", n, u / w.clamp_min(1e-12)) for n, u, w in zip(self._names, updates, weight_norms)]
             for name, v in scalars.items():
                 self._add(_TRAIN_NAMES.get(name, name), "", v)

@@ -8,6 +8,7 @@ file and into a ``.png`` file beside it.
 from __future__ import annotations
 
 import io
+import threading
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -38,11 +39,16 @@ class Events:
         self.logdir = Path(logdir)
         self.main = SummaryWriter(log_dir=logdir, flush_secs=30)
         self._writers = {"": compat.event_file_writer(self.main)}
+        self._lock = threading.Lock()  # NOTE: the picture thread writes histograms into sub-runs too
 
     def _writer(self, run: str):
-        if run not in self._writers:
-            self._writers[run] = FileWriter(str(self.logdir / run), flush_secs=30)
-        return self._writers[run]
+        writer = self._writers.get(run)
+        if writer is None:
+            with self._lock:
+                writer = self._writers.get(run)
+                if writer is None:
+                    writer = self._writers[run] = FileWriter(str(self.logdir / run), flush_secs=30)
+        return writer
 
     def _by_run(self, items: Iterable[tuple[tuple[str, str], object]]) -> dict[str, list]:
         runs: dict[str, list] = {}

@@ -1,8 +1,10 @@
 """Snapshots: gradient-flow pictures (Images tab and PNG files) and histograms with bounded bins.
 
-Pictures are drawn on a background thread: the statistics (mean and max |∂L/∂θ| per parameter)
-are taken at the step, the drawing (about 0.1 s with matplotlib) overlaps the training that
-follows. Without matplotlib the run goes on and says once that pictures are skipped.
+Pictures and histograms are made on one background thread: at the step the training thread only
+copies the tensors they need (one memcpy each); the statistics (mean and max |∂L/∂θ|, the bins,
+in torch ops that release the GIL) and the drawing (about 0.1 s with matplotlib) overlap the
+training that follows, and :meth:`Pictures.close` waits for them. Without matplotlib the run goes
+on and says once that pictures are skipped (histograms are still written).
 """
 
 from __future__ import annotations
@@ -39,20 +41,39 @@ class Pictures:
             print("matplotlib is not installed: gradient-flow pictures are skipped (pip install matplotlib).",
                   file=sys.stderr)
 
-    def gradient_flow(self, step: int, grads: list[torch.Tensor], tag: str, errors=None, tol=None) -> None:
-        """Mean and max |g| per parameter now; the picture later, as ``tag`` and ``gradient_flow-step<N>.png``."""
-        if not self.available:
-            return
+    def snapshot(self, step: int, grads: list[torch.Tensor], weights: list[torch.Tensor], tag: str, errors=None,
+                 tol=None) -> None:
+        """The gradient-flow picture of ``grads`` (as ``tag`` and ``gradient_flow-step<N>.png``) and the
+        histograms of ``grads`` and ``weights``, made later from copies taken now."""
         with torch.no_grad():
-            stats = torch.stack([torch.stack([g.abs().mean(), g.abs().amax()]) for g in grads]).double().cpu().numpy()
-        self._pool.submit(self._draw, step, stats, tag, dict(errors) if errors else None, tol)
+            # NOTE: copies, because optimizer.step() changes the weights in place before the thread reads them
+            grads, weights = [g.detach().clone() for g in grads], [w.detach().clone() for w in weights]
+        self._pool.submit(self._snapshot, step, grads, weights, tag, dict(errors) if errors else None, tol)
 
-    def _draw(self, step, stats, tag, errors, tol) -> None:
+    def _snapshot(self, step, grads, weights, tag, errors, tol) -> None:
         try:
+            histograms(self.events, step, [(n, "histogram/data_gradient", g) for n, g in zip(self.names, grads)]
+                       + [(n, "histogram/weight", w) for n, w in zip(self.names, weights)])
+            if not self.available:
+                return
+            with torch.no_grad():
+                stats = torch.stack([torch.stack([g.abs().mean(), g.abs().amax()]) for g in grads]).double().cpu().numpy()
             from .. import plots
 
             image = plots.gradient_flow(self.names, stats[:, 0], stats[:, 1], step, errors=errors, tol=tol)
             self.events.image(tag, image, step, png_name=f"gradient_flow-step{step:07d}.png")
+        except BaseException as exc:  # NOTE: re-raised by close(), on the training thread
+            self._failed = exc
+
+    def later(self, draw, write) -> None:
+        """``write(draw())`` on the picture thread; a missing optional drawing package (ImportError) skips it."""
+        self._pool.submit(self._later, draw, write)
+
+    def _later(self, draw, write) -> None:
+        try:
+            write(draw())
+        except ImportError:
+            pass
         except BaseException as exc:  # NOTE: re-raised by close(), on the training thread
             self._failed = exc
 
@@ -83,9 +104,10 @@ def histograms(events: Events, step: int, tensors: list[tuple[str, str, torch.Te
     if not tensors:
         return
     with torch.no_grad():
-        ranges = torch.stack([torch.stack(torch.aminmax(t)) for _, _, t in tensors]).double().tolist()
-        for (run, tag, t), (lo, hi) in zip(tensors, ranges):
+        # NOTE: range, sum and sum of squares of every tensor leave the device in one transfer
+        facts = torch.stack([torch.stack([*torch.aminmax(t), t.sum(), torch.dot(t, t)]) for _, _, t in tensors]).double().tolist()
+        for (run, tag, t), (lo, hi, total, squares) in zip(tensors, facts):
             if not hi > lo:  # NOTE: a constant tensor still gets one bin of nonzero width
                 lo, hi = lo - 0.5, hi + 0.5
             counts = torch.histc(t.float(), HIST_BINS, lo, hi).double().cpu().numpy()
-            events.histogram(run, tag, lo, hi, counts, t.numel(), float(t.sum()), float(torch.dot(t, t)), step)
+            events.histogram(run, tag, lo, hi, counts, t.numel(), total, squares, step)

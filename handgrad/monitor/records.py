@@ -11,6 +11,14 @@ __all__ = ["RunRecords"]
 class RunRecords:
     """Mixed into :class:`handgrad.monitor.Monitor`: uses its ``writer``, ``events`` and ``_config``."""
 
+    def graph_later(self, write) -> None:
+        """``write(writer)`` on the picture thread (the model graph: about a second of reading and drawing).
+
+        A missing optional package (ImportError, e.g. matplotlib for the picture) skips what is left of it.
+        """
+        if self.writer is not None:
+            self.pictures.later(lambda: self.writer, write)
+
     def config(self, config: Mapping) -> None:
         self._config = dict(config)
         if self.writer is not None:

@@ -1,0 +1,58 @@
+"""Logging made cheap must still log the right things: histograms and pictures made on the picture
+thread describe the step they were taken at, and the model-graph picture drawn there does not feed
+the monitor's statistics."""
+
+import threading
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from handgrad.monitor import LogSchedule, Monitor
+from models.mlp import MLP
+
+
+def read(path) -> EventAccumulator:
+    acc = EventAccumulator(str(path), size_guidance={"scalars": 0, "histograms": 0, "tensors": 0, "images": 0})
+    acc.Reload()
+    return acc
+
+
+def test_weight_histogram_holds_the_weights_of_its_step_not_those_after_the_update(tmp_path):
+    torch.manual_seed(0)
+    model = MLP("hand", hidden=(8,))
+    x, y = torch.randn(16, 784), torch.randint(0, 10, (16,))
+    monitor = Monitor(str(tmp_path / "h"), model, LogSchedule(1, 1, 1))
+    monitor.before_forward(1)
+    total, _, logits = model.objective(x, y)
+    total.backward()
+    weight = model.layers[0].weight
+    before = weight.detach().sum().item()
+    hold = threading.Event()
+    monitor.pictures._pool.submit(hold.wait, 60)  # NOTE: the picture thread is busy until the update is done
+    monitor.before_update(1, logits, y)
+    with torch.no_grad():  # NOTE: what optimizer.step() does: in place, before the picture thread reads the weights
+        weight.add_(1.0)
+    hold.set()
+    monitor.after_update(1, {})
+    monitor.close()
+    (event,) = read(tmp_path / "h" / "layers.0.weight").Histograms("histogram/weight")
+    assert event.histogram_value.sum == pytest.approx(before, rel=1e-4, abs=1e-4)
+    assert event.histogram_value.sum != pytest.approx(before + weight.numel(), rel=1e-3)
+
+
+def test_graph_drawn_later_from_a_copy_adds_no_statistics_and_reaches_the_events(tmp_path):
+    import train
+
+    model = MLP("hand", hidden=(8,))
+    monitor = Monitor(str(tmp_path / "g"), model, LogSchedule(1, 1, 1))
+    monitor.before_forward(1)  # NOTE: capture on, as during a logged step: the copy's forward must not be seen
+
+    class Data:
+        test_x, test_y = torch.randn(16, 784), torch.randint(0, 10, (16,))
+
+    train._log_graph(monitor, model, Data, 16)
+    monitor.pictures._pool.submit(lambda: None).result()  # the drawing is done
+    assert not monitor._pending
+    monitor.close()
+    assert [e.step for e in read(tmp_path / "g").Images("graph/model")] == [0]
