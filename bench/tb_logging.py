@@ -30,7 +30,7 @@ from handgrad.monitor import Monitor
 #: Monitor methods by when train.py calls them; INNER ones run inside a per-step method.
 PER_STEP = ("before_forward", "before_update", "after_update")
 PER_EPOCH = ("scalars",)
-PER_RUN = ("__init__", "start", "config", "graph", "hparams", "close")
+PER_RUN = ("__init__", "start", "config", "graph_later", "hparams", "close")
 INNER = {"_snapshots": "pictures"}
 
 
