@@ -29,13 +29,16 @@ tie or NaN): every row is compared with the reference.
 Checks (columns; each one function in :mod:`handgrad.testing.checks`, registered with
 :func:`register_check`: adding a check is one function):
 
-* ``grad``        float64 rows: ``gradcheck``, error = max |J_backward - J_finite-differences|, and the
+* ``grad``        float64 rows: gradcheck's test (its tolerances; a reentrant backward) on Jacobians computed
+                  once per row, error = max |J_backward - J_finite-differences|, and the
                   gradients equal the reference's; other rows: the gradients equal the reference's
                   (or, without one, the Function's own in float64) at the row's tolerance
-* ``gradgrad``    ``gradgradcheck``: backward is itself differentiable. Skipped only when a Function
-                  declares otherwise with ``@once_differentiable`` on its backward: a backward that is
-                  silently not differentiable (e.g. it detaches) fails here
-* ``fwd_ad``      float64 rows: ``gradcheck(check_forward_ad=True)``, error = max |jvp - finite
+* ``gradgrad``    gradgradcheck's test: backward is itself differentiable (float64 rows other than the
+                  layout-only transposed and strided ones). Skipped only when a Function declares otherwise
+                  with ``@once_differentiable`` on its backward: a backward that is silently not
+                  differentiable (e.g. it detaches) fails here
+* ``fwd_ad``      float64 rows: ``gradcheck(check_forward_ad=True)``'s test, forward AD's Jacobian against
+                  grad's finite differences, error = max |jvp - finite
                   differences|, and the jvps equal the reference's; other rows: the jvps equal the
                   reference's (or the Function's own in float64); skipped when a Function of ``fn``
                   defines no ``jvp``

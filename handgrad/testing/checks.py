@@ -2,7 +2,7 @@
 
 Each takes the :class:`~handgrad.testing.engine.Engine` and a :class:`~handgrad.testing.variants.Row`
 and returns the cell's error (or ``(error, text)``); it raises ``Fail`` for a FAIL and ``Skip`` for a
-skip. The numerical truth of the float64 rows is ``torch.autograd.gradcheck`` and friends; every
+skip. The numerical truth of the float64 rows is gradcheck's test (its tolerances, on Jacobians computed once); every
 other row is compared with the reference (or, without one, the Function's own float64 result).
 """
 
@@ -24,10 +24,11 @@ from .numerics import (
     compare_all,
     constant_factor,
     floats,
-    gradcheck,
+    jacobian_mismatch,
     jacobians,
     out_names,
     randn_like,
+    reentrant,
     seeded,
     worst_jacobian,
     zeros_for_none,
@@ -43,9 +44,19 @@ def _without_reference_at_float64(engine, row) -> str | None:
     return None
 
 
+#: rows that differ from the float64 row in memory layout only
+LAYOUT_ONLY = ("transposed", "strided")
+
+
 def _once(engine, row) -> str | None:
     cls = [c for c in engine.classes if once_differentiable_cls(c)]
     return f"{names(cls)}.backward is declared @once_differentiable" if cls else None
+
+
+def _not_layout_only(row) -> bool:
+    # NOTE: gradgrad is the costliest check (finite differences of a backward); on a layout-only row it
+    # would repeat the float64 row's values, and that row's backward layout handling is its grad check.
+    return row.variant not in LAYOUT_ONLY
 
 
 def _no_jvp(engine, row) -> str | None:
@@ -65,14 +76,16 @@ def _no_vmap(engine, row) -> str | None:
 
 @register_check(skips=_without_reference_at_float64)
 def grad(engine, row):
-    """float64: gradcheck (error = max |J_backward - J_finite-differences|) and the reference's gradients; else parity."""
+    """float64: gradcheck's test (J_backward within its tolerance of J_finite-differences, a reentrant backward;
+    error = max |J_backward - J_finite-differences|) and the reference's gradients; else parity."""
     if row.kind != "exact":
         return _grad_parity(engine, row)
-    xs, f, labels = engine.setup(row)
-    failure = gradcheck(torch.autograd.gradcheck, f, xs, check_undefined_grad=False)
+    xs, f, labels, jacs = engine.jacobians(row)
     outs = floats(f(*xs))
-    jacs = jacobians(f, xs)
-    err, detail = worst_jacobian(jacs, out_names(len(outs)), [o.shape for o in outs], labels, [x.shape for x in xs])
+    shapes_of = ([o.shape for o in outs], labels, [x.shape for x in xs])
+    err, detail = worst_jacobian(jacs, out_names(len(outs)), *shapes_of)
+    # NOTE: gradcheck's verdict from the Jacobians computed above: torch's gradcheck would compute both again
+    failure = jacobian_mismatch(jacs, out_names(len(outs)), *shapes_of) or reentrant(outs, xs, seeded(engine.seed + 7))
     if failure:
         factor = constant_factor(jacs)
         raise Fail(detail or failure, err, **({"factor": factor} if factor is not None else {}))
@@ -91,11 +104,14 @@ def _grad_parity(engine, row, prefix=""):
     return err
 
 
-@register_check(rows=("exact",), skips=_once)
+@register_check(rows=("exact",), applies=_not_layout_only, skips=_once)
 def gradgrad(engine, row):
-    """gradgradcheck: backward is itself differentiable (skipped for a backward declared @once_differentiable)."""
+    """gradgradcheck's test: backward is itself differentiable (skipped for a backward declared @once_differentiable).
+
+    The Jacobian of (x, v) -> v^T J(x) by double backward within gradcheck's tolerance of its finite
+    differences, and a reentrant double backward.
+    """
     xs, f, labels = engine.setup(row)
-    failure = gradcheck(torch.autograd.gradgradcheck, f, xs)
     gen = seeded(engine.seed + 2)
     vs = [randn_like(o, gen).requires_grad_() for o in f(*xs) if o.requires_grad]
 
@@ -105,9 +121,11 @@ def gradgrad(engine, row):
         return tuple(zeros_for_none(torch.autograd.grad(douts, ys, ws, create_graph=True, allow_unused=True), ys))
 
     inputs = [*xs, *vs]
-    err, detail = worst_jacobian(jacobians(first_order, inputs), [f"grad of {n}" for n in labels],
-                                 [x.shape for x in xs], labels + out_names(len(vs), "incoming grad"),
-                                 [x.shape for x in inputs])
+    jacs = jacobians(first_order, inputs)
+    shapes_of = ([x.shape for x in xs], labels + out_names(len(vs), "incoming grad"), [x.shape for x in inputs])
+    err, detail = worst_jacobian(jacs, [f"grad of {n}" for n in labels], *shapes_of)
+    failure = jacobian_mismatch(jacs, [f"grad of {n}" for n in labels], *shapes_of)
+    failure = failure or reentrant(first_order(*inputs), inputs, seeded(engine.seed + 8))
     if failure:
         raise Fail(f"{detail or failure} (the backward's own derivative is wrong or missing; if backward is "
                    "not meant to be differentiated, declare it @once_differentiable)", err)
@@ -116,12 +134,16 @@ def gradgrad(engine, row):
 
 @register_check(skips=_no_jvp)
 def fwd_ad(engine, row):
-    """float64: gradcheck(check_forward_ad=True) and the reference's jvps; else the jvps' parity."""
+    """float64: gradcheck(check_forward_ad=True)'s test (forward AD's Jacobian against the finite differences
+    grad computed) and the reference's jvps; else the jvps' parity."""
     if row.kind != "exact":
         return _jvp_parity(engine, row)
-    xs, f, _ = engine.setup(row)
-    failure = gradcheck(torch.autograd.gradcheck, f, xs, check_forward_ad=True, check_backward_ad=False,
-                        check_undefined_grad=False, check_batched_grad=False)
+    xs, f, labels, jacs = engine.jacobians(row)
+    outs = floats(f(*xs))
+    forward = engine.forward_jacobians(row, len(outs))
+    jacs = [(k, j, num if forward[k][j] is None else forward[k][j].to(num), num) for k, j, _, num in jacs]
+    failure = jacobian_mismatch(jacs, out_names(len(outs)), [o.shape for o in outs], labels, [x.shape for x in xs],
+                                "Jacobian computed with forward mode mismatch")
     gen = seeded(engine.seed + 3)
     tangents = [copy(x, values=randn_like(x, gen)) for x in xs]
     _, jvps = engine.jvps(engine.fn, row.args, row.diff, tangents)

@@ -17,7 +17,7 @@ import torch.autograd.forward_ad as fwAD
 
 from .. import compat
 from .nodes import Graph, tensor_outputs
-from .numerics import ULPS_WITHOUT_REFERENCE, cotangent, floats, out_names, randn_like, seeded, split, zeros_for_none
+from .numerics import ULPS_WITHOUT_REFERENCE, cotangent, floats, jacobians, out_names, randn_like, seeded, split, zeros_for_none
 from .registry import Check
 from .report import Fail, Result, Skip, first_line
 from .variants import Row, copy, fresh, map_floats
@@ -163,6 +163,28 @@ class Engine:
                 raw = node.apply(*grads)
             calls.append((node, raw if isinstance(raw, tuple) else (raw,), outgoing.get(node)))
         return calls, leaves, graph
+
+    def jacobians(self, row):
+        """(xs, f, labels, [(k, j, J_backward, J_finite-differences)]) of the row, computed once and shared by
+        grad (both Jacobians) and fwd_ad (the finite differences, against forward AD's Jacobian)."""
+        key = ("jacobians", row.label)
+        if key not in self._cache:
+            xs, f, labels = self.setup(row)
+            self._cache[key] = xs, f, labels, jacobians(f, xs)
+        return self._cache[key]
+
+    def forward_jacobians(self, row, n_outs) -> list[list[torch.Tensor]]:
+        """[k][j]: J of output k by input j from forward AD, column m the jvp along the one-hot tangent e_m."""
+        cols = [[[] for _ in row.diff] for _ in range(n_outs)]
+        for j, i in enumerate(row.diff):
+            x = row.args[i]
+            for m in range(x.numel()):
+                onehot = torch.zeros(x.numel(), dtype=x.dtype, device=x.device)
+                onehot[m] = 1
+                _, jvps = self.jvps(self.fn, row.args, (i,), [onehot.reshape(x.shape)])
+                for k in range(n_outs):
+                    cols[k][j].append(jvps[k].reshape(-1))
+        return [[torch.stack(c, dim=1) if c else None for c in per_out] for per_out in cols]
 
     def setup(self, row):
         """Fresh leaves, the inputs to differentiate, fn of those alone, and their names."""

@@ -27,6 +27,7 @@ class Row:
     # reference only), "dtype" (a lower precision made from the sample) or "extremal"
     kind: str
     first: bool = False  # the sample's first row on its device: saved and compile run here
+    variant: str = ""  # the generated variant ("transposed", "batch 1", "float32", ...); "" for the sample itself
 
 
 def is_float(x) -> bool:
@@ -50,6 +51,9 @@ def strided_like(like: torch.Tensor, dtype=None, device=None) -> torch.Tensor:
 
 def copy(x: torch.Tensor, dtype=None, device=None, values=None) -> torch.Tensor:
     """A detached copy of ``x`` (or of ``values``) in ``dtype`` on ``device``, with ``x``'s strides."""
+    if values is None and dtype in (None, x.dtype) and device in (None, x.device) and x.is_contiguous():
+        # NOTE: the common case (every finite-difference step copies every input) in one call, same strides
+        return x.detach().clone(memory_format=torch.contiguous_format)
     out = strided_like(x, dtype, device)
     with torch.no_grad():
         out.copy_(x if values is None else values)
@@ -141,7 +145,7 @@ def rows_of(label, args, device, *, elementwise, dtypes, variants, extremal, as_
     rows = [Row(f"{label} float64{suffix}", base, diff, torch.float64, exact, first=True)]
 
     def add(name, new_args, dtype=torch.float64, kind=exact):
-        rows.append(Row(f"{label} {name}{suffix}", new_args, diff, dtype, kind))
+        rows.append(Row(f"{label} {name}{suffix}", new_args, diff, dtype, kind, variant=name))
 
     for name, make in (("transposed", transposed), ("strided", strided)):
         if name in variants:
