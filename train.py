@@ -45,7 +45,7 @@ if __name__ == "__main__":
     signal.signal(signal.SIGINT, _quit_during_startup)
     signal.signal(signal.SIGTERM, _quit_during_startup)
 
-from models.flags import HPARAMS, HelpFormatter, OpsChoice, build_parser, ops_choice, parse_args  # noqa: E402
+from models.flags import HPARAMS, HelpFormatter, OpsChoice, build_parser, ops_choice, parse_args
 
 if __name__ == "__main__":
     parse_args()  # NOTE: --help and a flag typo answer here, before torch is imported (seconds)
