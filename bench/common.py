@@ -17,7 +17,7 @@ sys.path.insert(0, str(ROOT))  # so that `python bench/x.py` finds train.py and 
 
 from handgrad.devices import parse_device  # noqa: E402
 from handgrad.testing import table  # noqa: E402,F401 - the one table renderer; the benchmarks import it from here
-from train import HelpFormatter  # noqa: E402  (the flags part of train.py: no torch, no training)
+from models.flags import HelpFormatter  # noqa: E402  (train.py's flags: no torch, no training)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -42,7 +42,7 @@ def test_weight_histogram_holds_the_weights_of_its_step_not_those_after_the_upda
 
 
 def test_graph_drawn_later_from_a_copy_adds_no_statistics_and_reaches_the_events(tmp_path):
-    import train
+    from models import loop
 
     model = MLP("hand", hidden=(8,))
     monitor = Monitor(str(tmp_path / "g"), model, LogSchedule(1, 1, 1))
@@ -51,7 +51,7 @@ def test_graph_drawn_later_from_a_copy_adds_no_statistics_and_reaches_the_events
     class Data:
         test_x, test_y = torch.randn(16, 784), torch.randint(0, 10, (16,))
 
-    train._log_graph(monitor, model, Data, 16)
+    loop._log_graph(monitor, model, Data, 16)
     monitor.pictures._pool.submit(lambda: None).result()  # the drawing is done
     assert not monitor._pending
     monitor.close()
