@@ -34,6 +34,9 @@ __all__ = [
     "maximum_tie_jvp_rule",
     "compilable",
     "drop_forward_hooks",
+    "norms",
+    "add_scaled",
+    "sub_",
 ]
 
 
@@ -216,3 +219,47 @@ def drop_forward_hooks(module) -> None:
         if hooks is None:
             raise MissingTorchAPI("nn.Module._forward_hooks", "reading a model's graph without its monitor's hooks")
         hooks.clear()
+
+
+# ---------------------------------------------------------------------------------------------
+# fused list ops (the monitor's per-step statistics: one kernel for all parameters)
+# ---------------------------------------------------------------------------------------------
+
+_foreach_norm = getattr(torch, "_foreach_norm", None)
+_foreach_add = getattr(torch, "_foreach_add", None)
+_foreach_sub_ = getattr(torch, "_foreach_sub_", None)
+
+
+def norms(tensors) -> list:
+    """The L2 norm of each tensor (0-d tensors), in one fused call where torch has ``_foreach_norm``.
+
+    Optional: a loop of ``Tensor.norm`` otherwise (the same values, more kernel launches).
+    """
+    tensors = list(tensors)
+    if not tensors:
+        return []
+    if _foreach_norm is None:
+        return [t.norm() for t in tensors]
+    return list(_foreach_norm(tensors))
+
+
+def add_scaled(tensors, others, alpha: float) -> list:
+    """``t + alpha * o`` for each pair, new tensors (torch's ``_foreach_add``; optional: a loop otherwise)."""
+    tensors, others = list(tensors), list(others)
+    if not tensors:
+        return []
+    if _foreach_add is None:
+        return [t + alpha * o for t, o in zip(tensors, others)]
+    return list(_foreach_add(tensors, others, alpha=alpha))
+
+
+def sub_(tensors, others) -> None:
+    """``t -= o`` for each pair, in place (torch's ``_foreach_sub_``; optional: a loop otherwise)."""
+    tensors, others = list(tensors), list(others)
+    if not tensors:
+        return
+    if _foreach_sub_ is None:
+        for t, o in zip(tensors, others):
+            t.sub_(o)
+        return
+    _foreach_sub_(tensors, others)

@@ -150,7 +150,7 @@ def train_step(run: Run, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     total.backward()
     # NOTE: one host sync per step: the loss and the gradient norms checked together.
     grads = [p.grad for p in run.model.parameters() if p.grad is not None]
-    sq = torch.stack(torch._foreach_norm(grads)).square().sum() if grads else total.new_zeros(())
+    sq = torch.stack(compat.norms(grads)).square().sum() if grads else total.new_zeros(())
     # NOTE: under torchrun, every process's verdict and the global batch's loss, in one all-reduce
     finite, loss = run.procs.agree(total.detach() + sq, loss)
     if not finite:

@@ -114,3 +114,18 @@ def test_drop_forward_hooks_removes_them_from_every_submodule():
     seen.clear()
     model(torch.zeros(1, 2))
     assert seen == []
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_fused_list_ops_equal_their_loops(fused, monkeypatch):
+    if not fused:  # NOTE: the fallback a torch without the fused ops takes
+        for name in ("_foreach_norm", "_foreach_add", "_foreach_sub_"):
+            monkeypatch.setattr(compat, name, None)
+    a = [torch.tensor([3.0, 4.0]), torch.ones(2, 2)]
+    b = [torch.tensor([1.0, 1.0]), torch.full((2, 2), 2.0)]
+    assert [float(n) for n in compat.norms(a)] == [5.0, 2.0]
+    assert compat.norms([]) == []
+    summed = compat.add_scaled(a, b, alpha=-0.5)
+    assert torch.equal(summed[0], torch.tensor([2.5, 3.5])) and torch.equal(summed[1], torch.zeros(2, 2))
+    compat.sub_(a, b)
+    assert torch.equal(a[0], torch.tensor([2.0, 3.0])) and torch.equal(a[1], -torch.ones(2, 2))

@@ -7,12 +7,14 @@ from collections.abc import Callable, Mapping
 import torch
 from torch import nn
 
+from .. import compat
 from ..nn import ReLU, Sigmoid
 from . import table
 from .events import Events
-from .pictures import Pictures
+from .pictures import EarlyCurves, Pictures
 from .records import RunRecords
-from .schedule import EARLY_END, EARLY_STEPS, LogSchedule
+from .schedule import EARLY_STEPS, LogSchedule
+from .stats import data_gradients, gradient_norms, output_stats, synced
 from .verdict import CompareCharts
 
 __all__ = ["Monitor", "LOG10_FLOOR", "log10"]
@@ -39,7 +41,7 @@ class Monitor(RunRecords):
         self._ce = getattr(model, "loss_name", "ce") == "ce"
         self._pending: list[tuple[str, str, object]] = []
         self._snapshot, self._capture, self._hooks = None, False, []
-        self._config, self._hparams_done, self._early, self._curves_drawn = None, False, {}, False
+        self._config, self._hparams_done = None, False
         self._cmp = CompareCharts(None, None)
         self.writer = self.events = None
         if logdir is None or schedule is None:
@@ -47,6 +49,7 @@ class Monitor(RunRecords):
         self.events = Events(logdir)
         self.writer = self.events.main
         self.pictures = Pictures(self.events, self._names)
+        self._early_curves = EarlyCurves(schedule, self.pictures)
         self._cmp = CompareCharts(self.events, schedule)
         kinds = set()
         for name, module in model.named_modules():
@@ -64,22 +67,10 @@ class Monitor(RunRecords):
     def _flush(self, step: int, extra: Mapping[str, float] = {}) -> None:
         """The pending statistics (tensors: one host sync) and ``extra`` as events: raw, log10, early."""
         pending, self._pending = self._pending, []
-        values = _synced([v for _, _, v in pending])
+        values = synced([v for _, _, v in pending])
         rows = [(k, run, v) for (k, run, _), v in zip(pending, values)] + [(k, "", v) for k, v in extra.items()]
-        self._curves(step, rows)
+        self._early_curves.add(step, rows)
         self.events.scalars(table.expand(rows, self.schedule.early(step), log10), step)
-
-    def _curves(self, step: int, rows) -> None:
-        """Collect the early data gradients; draw them once, at step 200 or the run's last step if sooner."""
-        if not self.schedule.early(step) or self._curves_drawn:
-            return
-        for key, run, v in rows:
-            if key == "data_norm":
-                steps, values = self._early.setdefault(run, ([], []))
-                steps.append(step), values.append(v)
-        if step >= min(EARLY_END, self.schedule.total_steps):
-            self._curves_drawn = True
-            self.pictures.early_curves(step, self._early)
 
     def _unit_hook(self, name: str, relu: bool):
         def hook(_module, _inputs, output):
@@ -99,7 +90,7 @@ class Monitor(RunRecords):
         if self.writer is None or step != 0:
             return
         test_loss, test_acc = evaluate()
-        for (n, _), v in zip(self._named, torch._foreach_norm([p.detach() for _, p in self._named])):
+        for (n, _), v in zip(self._named, compat.norms([p.detach() for _, p in self._named])):
             self._add("weight_norm", n, v)
         self._flush(0, {"test_loss": test_loss, "test_acc": test_acc})
 
@@ -116,12 +107,7 @@ class Monitor(RunRecords):
     def data_gradients(self) -> list[torch.Tensor]:
         """∂L/∂θ per parameter: ∂J/∂θ, less λW for the penalized weights (closed form, no second backward)."""
         grads = [p.grad.detach() if p.grad is not None else torch.zeros_like(p) for _, p in self._named]
-        if self._penalized:
-            weights = [self._named[i][1].detach() for i in self._penalized]
-            for i, d in zip(self._penalized, torch._foreach_add([grads[i] for i in self._penalized], weights,
-                                                                 alpha=-self._lam)):
-                grads[i] = d
-        return grads
+        return data_gradients(grads, [p.detach() for _, p in self._named], self._penalized, self._lam)
 
     def before_update(self, step: int, logits: torch.Tensor | None = None, target: torch.Tensor | None = None) -> None:
         """Gradient statistics of this step, taken while the weights are those the gradient belongs to."""
@@ -137,17 +123,7 @@ class Monitor(RunRecords):
         with torch.no_grad():
             params = [p.detach() for _, p in self._named]
             grads = [p.grad.detach() if p.grad is not None else torch.zeros_like(p) for _, p in self._named]
-            totals = torch._foreach_norm(grads)
-            data = list(totals)  # NOTE: an unpenalized parameter's data gradient is its total gradient
-            if self._penalized:
-                pen = self._penalized
-                for i, d in zip(pen, torch._foreach_norm(torch._foreach_add([grads[i] for i in pen], [params[i] for i in pen],
-                                                                            alpha=-self._lam))):
-                    data[i] = d
-                norms = torch._foreach_norm([params[i] for i in pen])
-                self._pending += [("penalty_norm", self._names[i], self._lam * w) for i, w in zip(pen, norms)]
-            for key, norms in (("total_norm", totals), ("data_norm", data)):
-                self._pending += [(key, n, v) for n, v in zip(self._names, norms)]
+            self._pending += gradient_norms(self._names, params, grads, self._penalized, self._lam)
             if logits is not None and target is not None:
                 self._output_stats(logits.detach().float(), target)
             self._snapshot = [p.clone() for p in params]
@@ -156,6 +132,7 @@ class Monitor(RunRecords):
 
     def _output_stats(self, logits: torch.Tensor, target: torch.Tensor) -> None:
         self._pending += [(k, "", v) for k, v in output_stats(logits, target, self._ce).items()]
+
 
     def _snapshots(self, step: int, failed: bool) -> None:
         errors = self._cmp.errors_at(step)
@@ -167,11 +144,11 @@ class Monitor(RunRecords):
         """Weight norms, update ratios, the pending statistics and ``scalars`` (train.py's names), one host sync."""
         if self.wants(step):
             params = [p.detach() for _, p in self._named]
-            weight_norms = torch._foreach_norm(params)
+            weight_norms = compat.norms(params)
             self._pending += [("weight_norm", n, v) for n, v in zip(self._names, weight_norms)]
             if self._snapshot is not None:
-                torch._foreach_sub_(self._snapshot, params)  # NOTE: in place: the copy is not needed again
-                updates = torch._foreach_norm(self._snapshot)
+                compat.sub_(self._snapshot, params)  # NOTE: in place: the copy is not needed again
+                updates = compat.norms(self._snapshot)
                 self._pending += [("update_ratio", n, u / w.clamp_min(1e-12)) for n, u, w in zip(self._names, updates, weight_norms)]
             for name, v in scalars.items():
                 self._add(_TRAIN_NAMES.get(name, name), "", v)
@@ -202,26 +179,6 @@ class Monitor(RunRecords):
             self._cmp.close(self.hparams, self._config)
             self.events.close()
             self.writer = None
-
-def _synced(values: list) -> list[float]:
-    """Tensors among ``values`` as floats, through one device-to-host transfer; numbers as they are."""
-    tensors = [(i, v) for i, v in enumerate(values) if isinstance(v, torch.Tensor)]
-    out = list(values)
-    if tensors:
-        device = tensors[0][1].device
-        for (i, _), v in zip(tensors, torch.stack([v.detach().float().reshape(()).to(device) for _, v in tensors]).tolist()):
-            out[i] = v
-    return out
-
-
-def output_stats(logits: torch.Tensor, target: torch.Tensor, softmax: bool) -> dict[str, torch.Tensor]:
-    """p_true, and the answers that are confident (true class > 0.99, the rest < 0.01) or stuck (all within 0.05)."""
-    probs = logits.softmax(-1) if softmax else logits.sigmoid()
-    p_true = probs.gather(-1, target.reshape(-1, 1)).squeeze(-1)
-    others = probs.scatter(-1, target.reshape(-1, 1), 0.0).amax(-1)
-    return {"p_true": p_true.mean(), "confident": ((p_true > 0.99) & (others < 0.01)).float().mean(),
-            "stuck": ((probs.amax(-1) - probs.amin(-1)) < 0.05).float().mean()}
-
 
 #: train.py's names for the values it hands over -> the table's keys
 _TRAIN_NAMES = {"train/loss": "step_loss", "train/lr": "lr", "train/epoch_loss": "epoch_loss", "test/loss": "test_loss",

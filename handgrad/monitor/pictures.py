@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 
 from .events import Events
+from .schedule import EARLY_END
 
 __all__ = ["Pictures", "HIST_BINS", "histograms"]
 
@@ -111,3 +112,22 @@ def histograms(events: Events, step: int, tensors: list[tuple[str, str, torch.Te
                 lo, hi = lo - 0.5, hi + 0.5
             counts = torch.histc(t.float(), HIST_BINS, lo, hi).double().cpu().numpy()
             events.histogram(run, tag, lo, hi, counts, t.numel(), total, squares, step)
+
+
+class EarlyCurves:
+    """Collects every layer's data gradient over the early steps; drawn once, at step 200 or the run's last step if sooner."""
+
+    def __init__(self, schedule, pictures: Pictures) -> None:
+        self.schedule, self.pictures, self.series, self.drawn = schedule, pictures, {}, False
+
+    def add(self, step: int, rows) -> None:
+        """``rows`` of (key, run, value) written at ``step``; the ``data_norm`` ones are kept."""
+        if not self.schedule.early(step) or self.drawn:
+            return
+        for key, run, v in rows:
+            if key == "data_norm":
+                steps, values = self.series.setdefault(run, ([], []))
+                steps.append(step), values.append(v)
+        if step >= min(EARLY_END, self.schedule.total_steps):
+            self.drawn = True
+            self.pictures.early_curves(step, self.series)
