@@ -48,7 +48,11 @@ if __name__ == "__main__":
 from models.flags import HPARAMS, HelpFormatter, OpsChoice, build_parser, ops_choice, parse_args
 
 if __name__ == "__main__":
-    parse_args()  # NOTE: --help and a flag typo answer here, before torch is imported (seconds)
+    _args = parse_args()  # NOTE: --help and a flag typo answer here, before torch is imported (seconds)
+    if not _args.no_log and os.environ.get("RANK", "0") == "0":
+        from handgrad.monitor.writer import prestart
+
+        prestart()  # NOTE: the TensorBoard writer process loads its libraries on the other core while torch loads
 
 from contextlib import ExitStack  # noqa: I001 - NOTE: the heavy imports come after the parse above, on purpose
 

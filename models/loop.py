@@ -7,7 +7,6 @@ Ctrl-C never records half of one.
 
 from __future__ import annotations
 
-import copy
 import signal
 import sys
 import time
@@ -101,17 +100,10 @@ def evaluate(model: MLP, data, batch_size: int = 1000) -> tuple[float, float]:
 def _log_graph(monitor: Monitor, model: MLP, data, batch_size: int) -> None:
     """The objective's autograd graph on one test batch: Graphs-tab data, the picture in Images, mermaid in Text.
 
-    Read and drawn on the monitor's picture thread (about a second) from a copy of the model at step 0,
-    so training starts at once and the graph shows the weights before the first update.
+    Read at step 0 (about 20 ms), drawn by the monitor's writer process while training goes on.
     """
-    if monitor.writer is None:
-        return
-    from handgrad.graph import write_model_graph
-
-    twin = copy.deepcopy(model)
-    compat.drop_forward_hooks(twin)  # NOTE: the monitor's hooks must not see the copy's forward pass
-    x, y = data.test_x[:batch_size].clone(), data.test_y[:batch_size].clone()
-    monitor.graph_later(lambda writer: write_model_graph(writer, twin, x, y, step=0))
+    if monitor.events is not None:
+        monitor.model_graph(model, data.test_x[:batch_size], data.test_y[:batch_size], step=0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -268,6 +260,9 @@ def summarize(run: Run) -> dict:
         run.monitor.hparams({k: v for k, v in run.config.items() if k in HPARAMS},
                             {"test_acc": metrics["test_acc"], "test_loss": metrics["test_loss"]})
     run.monitor.close()
+    if run.monitor.failure:
+        kept = f"; {save} holds the trained model" if save and Path(save).exists() else ""
+        raise TrainError(f"{run.monitor.failure[0].upper()}{run.monitor.failure[1:-1]}{kept}.", status=2)
     if metrics:
         print(f"done: {run.epoch} epochs, test_acc {metrics['test_acc']:.2f}%, test_loss {metrics['test_loss']:.4f}, "
               f"{summary['train_seconds']:.1f}s training" + (f", checkpoint {save}" if save else ""))

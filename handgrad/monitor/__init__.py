@@ -4,16 +4,33 @@
   custom-scalars layout derived from it;
 * :mod:`.schedule`: when to log (dense early, sparse later; pictures at fixed early steps);
 * :mod:`.core`: :class:`Monitor`, which computes the statistics during training;
-* :mod:`.events`: the event files (the main run and one sub-run per layer);
-* :mod:`.pictures`: gradient-flow pictures and histograms.
+* :mod:`.stats`: the statistics' math; :mod:`.pictures`: gradient-flow and histogram numbers;
+* :mod:`.events` and :mod:`.writer`: the records, handed to the writer process;
+* :mod:`.sink` (the writer process, no torch) and :mod:`.protos`: event files and pictures on disk.
 
-See docs/dashboard.md, "Reading the dashboard".
+See docs/dashboard.md, "Reading the dashboard". Importing this package imports no torch: names
+are loaded when first used, so ``train.py`` can start the writer process before torch loads.
 """
 
-from .core import LOG10_FLOOR, Monitor, log10
-from .pictures import HIST_BINS
-from .schedule import EARLY_END, EARLY_STEPS, LogSchedule
-from .table import STATS, Stat, layout
+from __future__ import annotations
+
+import importlib
 
 __all__ = ["Monitor", "LogSchedule", "HIST_BINS", "LOG10_FLOOR", "EARLY_STEPS", "EARLY_END", "STATS", "Stat", "layout",
-           "log10"]
+           "log10", "prestart"]
+
+_WHERE = {"Monitor": "core", "LOG10_FLOOR": "table", "log10": "table", "HIST_BINS": "pictures", "LogSchedule": "schedule",
+          "EARLY_STEPS": "schedule", "EARLY_END": "schedule", "STATS": "table", "Stat": "table", "layout": "table",
+          "prestart": "writer"}
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted([*globals(), *__all__])

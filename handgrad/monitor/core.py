@@ -16,6 +16,7 @@ from .records import RunRecords
 from .schedule import EARLY_STEPS, LogSchedule
 from .stats import data_gradients, gradient_norms, output_stats, synced
 from .verdict import CompareCharts
+from .writer import WriterFailed
 
 __all__ = ["Monitor", "LOG10_FLOOR", "log10"]
 
@@ -43,11 +44,10 @@ class Monitor(RunRecords):
         self._snapshot, self._capture, self._hooks = None, False, []
         self._config, self._hparams_done = None, False
         self._cmp = CompareCharts(None, None)
-        self.writer = self.events = None
+        self.events, self.failure = None, None  # failure: why the event files are incomplete, after close()
         if logdir is None or schedule is None:
             return
         self.events = Events(logdir)
-        self.writer = self.events.main
         self.pictures = Pictures(self.events, self._names)
         self._early_curves = EarlyCurves(schedule, self.pictures)
         self._cmp = CompareCharts(self.events, schedule)
@@ -57,7 +57,7 @@ class Monitor(RunRecords):
                 kinds.add("dead" if isinstance(module, ReLU) else "saturated")
                 self._hooks.append(module.register_forward_hook(self._unit_hook(name, isinstance(module, ReLU))))
         has = {{"dead": "relu", "saturated": "sigmoid"}[k] for k in kinds} | ({"penalty"} if self._penalized else set())
-        self.writer.add_custom_scalars(table.layout(has | ({"compare"} if compare_tol is not None else set())))
+        self.events.layout(table.layout(has | ({"compare"} if compare_tol is not None else set())))
 
     # ---- collecting and writing --------------------------------------------------------------
 
@@ -87,7 +87,7 @@ class Monitor(RunRecords):
 
     def start(self, step: int, evaluate: Callable[[], tuple[float, float]]) -> None:
         """Step 0 of a fresh run: test loss and accuracy and the weight norms before any update."""
-        if self.writer is None or step != 0:
+        if self.events is None or step != 0:
             return
         test_loss, test_acc = evaluate()
         for (n, _), v in zip(self._named, compat.norms([p.detach() for _, p in self._named])):
@@ -96,7 +96,7 @@ class Monitor(RunRecords):
 
     def wants(self, step: int) -> bool:
         """Whether ``step`` (counted from 1) logs its statistics."""
-        return self.writer is not None and (self.schedule.scalars(step) or self._failed_at(step))
+        return self.events is not None and (self.schedule.scalars(step) or self._failed_at(step))
 
     def _failed_at(self, step: int) -> bool:
         return self._cmp.failed_at(step)
@@ -111,7 +111,7 @@ class Monitor(RunRecords):
 
     def before_update(self, step: int, logits: torch.Tensor | None = None, target: torch.Tensor | None = None) -> None:
         """Gradient statistics of this step, taken while the weights are those the gradient belongs to."""
-        if self.writer is None:
+        if self.events is None:
             return
         failed = self._failed_at(step)
         if self.schedule.picture(step) or failed:
@@ -148,8 +148,8 @@ class Monitor(RunRecords):
             self._pending += [("weight_norm", n, v) for n, v in zip(self._names, weight_norms)]
             if self._snapshot is not None:
                 compat.sub_(self._snapshot, params)  # NOTE: in place: the copy is not needed again
-                updates = compat.norms(self._snapshot)
-                self._pending += [("update_ratio", n, u / w.clamp_min(1e-12)) for n, u, w in zip(self._names, updates, weight_norms)]
+                ratios = torch.stack(compat.norms(self._snapshot)) / torch.stack(weight_norms).clamp_min(1e-12)
+                self._pending += [("update_ratio", n, r) for n, r in zip(self._names, ratios.unbind())]
             for name, v in scalars.items():
                 self._add(_TRAIN_NAMES.get(name, name), "", v)
             self._flush(step)
@@ -163,7 +163,7 @@ class Monitor(RunRecords):
 
     def scalars(self, step: int, values: Mapping[str, float]) -> None:
         """Per-epoch values under train.py's names (``train/epoch_loss``, ``test/loss``, ...)."""
-        if self.writer is not None:
+        if self.events is not None:
             self._flush(step, {_TRAIN_NAMES.get(k, k): v for k, v in values.items()})
 
     def close(self) -> None:
@@ -171,14 +171,16 @@ class Monitor(RunRecords):
         for h in self._hooks:
             h.remove()
         self._hooks.clear()
-        if self.writer is None:
+        if self.events is None:
             return
         try:
-            self.pictures.close()
-        finally:
             self._cmp.close(self.hparams, self._config)
-            self.events.close()
-            self.writer = None
+        finally:
+            events, self.events = self.events, None
+            try:
+                events.close()
+            except WriterFailed as err:  # NOTE: said once here; the caller decides what it means for the run
+                self.failure = str(err)
 
 #: train.py's names for the values it hands over -> the table's keys
 _TRAIN_NAMES = {"train/loss": "step_loss", "train/lr": "lr", "train/epoch_loss": "epoch_loss", "test/loss": "test_loss",

@@ -1,32 +1,50 @@
-"""What a run writes once: its configuration and the HParams entry (the model graph: handgrad.graph.write_model_graph)."""
+"""What a run writes once: its configuration, the HParams entry and the model's graph."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping
 
-__all__ = ["RunRecords"]
+__all__ = ["RunRecords", "GRAPH_PICTURE"]
+
+#: how the writer process draws the model graph's picture (handgrad.graph.draw.image_of's arguments)
+GRAPH_PICTURE = {"dpi": 100, "direction": "TB", "both": True}
 
 
 class RunRecords:
-    """Mixed into :class:`handgrad.monitor.Monitor`: uses its ``writer``, ``events`` and ``_config``."""
+    """Mixed into :class:`handgrad.monitor.Monitor`: uses its ``events`` and ``_config``."""
 
-    def graph_later(self, write) -> None:
-        """``write(writer)`` on the picture thread (the model graph: about a second of reading and drawing).
+    def model_graph(self, model, x, target, step: int = 0, tag: str = "graph/model") -> None:
+        """The objective's autograd graph on one batch: Graphs-tab data, the picture in Images, mermaid in Text.
 
-        A missing optional package (ImportError, e.g. matplotlib for the picture) skips what is left of it.
+        Read here (one forward and one ``autograd.grad``, every ``.grad`` left as it was; the
+        monitor's forward hooks do not count it), drawn by the writer process.
         """
-        if self.writer is not None:
-            self.pictures.later(lambda: self.writer, write)
+        if self.events is None:
+            return
+        from ..graph import tensorboard as graph_tb
+        from ..graph.model import read_model
+        from ..graph.reading import detached
+        from ..graph.text import mermaid_of
+
+        capture, self._capture = self._capture, False
+        try:
+            graph = read_model(model, x, target, backward=True, draw_input=True)
+        finally:
+            self._capture = capture
+        mermaid = f"{mermaid_of(dataclasses.replace(graph, backward=False))}\n{mermaid_of(graph)}"
+        picture = {**GRAPH_PICTURE, "max_width_px": graph_tb.PICTURE_WIDTH_PX}
+        self.events.model_graph(step, tag, graph_tb.node_facts(graph), detached(graph), mermaid, picture)
 
     def config(self, config: Mapping) -> None:
         self._config = dict(config)
-        if self.writer is not None:
+        if self.events is not None:
             self.events.text("config", "\n".join(f"    {k}: {v}" for k, v in sorted(config.items())))
 
     def hparams(self, config: Mapping, metrics: Mapping[str, float]) -> None:
-        if self.writer is None or self._hparams_done:
+        if self.events is None or self._hparams_done:
             return
         self._hparams_done = True
         hp = {k: (v if isinstance(v, (int, float, str, bool)) else json.dumps(v)) for k, v in config.items() if v is not None}
-        self.writer.add_hparams(hp, {f"hparam/{k}": float(v) for k, v in metrics.items()}, run_name=".")
+        self.events.hparams(hp, {f"hparam/{k}": float(v) for k, v in metrics.items()})

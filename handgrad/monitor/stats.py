@@ -42,8 +42,12 @@ def synced(values: list) -> list[float]:
     tensors = [(i, v) for i, v in enumerate(values) if isinstance(v, torch.Tensor)]
     out = list(values)
     if tensors:
-        device = tensors[0][1].device
-        for (i, _), v in zip(tensors, torch.stack([v.detach().float().reshape(()).to(device) for _, v in tensors]).tolist()):
+        first = tensors[0][1]
+        if all(v.dtype == first.dtype and v.device == first.device and not v.dim() for _, v in tensors):
+            stacked = torch.stack([v for _, v in tensors])  # NOTE: the common case: 0-dim results of one dtype
+        else:
+            stacked = torch.stack([v.detach().double().reshape(()).to(first.device) for _, v in tensors])
+        for (i, _), v in zip(tensors, stacked.tolist()):
             out[i] = v
     return out
 

@@ -1,0 +1,179 @@
+"""The writer process: turns the monitor's numbers into event files and pictures, off the training process.
+
+``python -m handgrad.monitor.sink`` reads pickled messages ``(method, wall_time, args)`` from its
+standard input (see :mod:`.writer`, the training side) and writes them; it never imports torch.
+Started before the training process imports torch, it loads TensorBoard's protos and matplotlib
+on the other core meanwhile, so drawing a picture costs the training loop nothing but the numbers
+it sends. A failure is said in one sentence on standard error and the exit status is 1; the
+messages after it are read and dropped, so the training process never blocks on a full pipe.
+"""
+
+from __future__ import annotations
+
+import pickle
+import sys
+from pathlib import Path
+
+from . import protos
+
+__all__ = ["Sink", "serve"]
+
+# NOTE: at most this many unwritten records per file; the writer thread flushes every 30 s and at close
+_QUEUE, _FLUSH_SECS = 1024, 30
+
+
+class Sink:
+    """One run's event files: the main run ("") and a sub-run folder per layer, made when first written."""
+
+    def __init__(self) -> None:
+        self.logdir: Path | None = None
+        self._files: dict[str, object] = {}
+        self._told: set[str] = set()
+        self._keys: dict[int, dict[str, list[tuple[int, str]]]] = {}
+
+    # ---- files -------------------------------------------------------------------------------
+
+    def open(self, wall: float, logdir: str) -> None:
+        self.logdir = Path(logdir)
+
+    def _file(self, run: str):
+        writer = self._files.get(run)
+        if writer is None:
+            from tensorboard.summary.writer.event_file_writer import EventFileWriter
+
+            writer = self._files[run] = EventFileWriter(str(self.logdir / run), _QUEUE, _FLUSH_SECS)
+        return writer
+
+    def _write(self, run: str, summary, step: int, wall: float) -> None:
+        from tensorboard.compat.proto.event_pb2 import Event
+
+        self._file(run).add_event(Event(summary=summary, step=int(step), wall_time=wall))
+
+    def close(self, wall: float = 0.0) -> None:
+        for writer in self._files.values():
+            writer.close()
+        self._files.clear()
+
+    # ---- records -----------------------------------------------------------------------------
+
+    def keys(self, wall: float, key_id: int, keys: tuple[tuple[str, str], ...]) -> None:
+        """Names the (run, tag) keys of later ``scalars`` messages with ``key_id``."""
+        runs: dict[str, list[tuple[int, str]]] = {}
+        for i, (run, tag) in enumerate(keys):
+            runs.setdefault(run, []).append((i, tag))
+        self._keys[key_id] = runs
+
+    def scalars(self, wall: float, step: int, key_id: int, values: list[float]) -> None:
+        """The values of the keys named ``key_id``, one record per run."""
+        for run, tags in self._keys[key_id].items():
+            self._write(run, protos.scalars([(tag, values[i]) for i, tag in tags]), step, wall)
+
+    def text(self, wall: float, step: int, tag: str, markdown: str) -> None:
+        self._write("", protos.text(tag, markdown), step, wall)
+
+    def layout(self, wall: float, categories: dict) -> None:
+        self._write("", protos.layout(categories), 0, wall)
+
+    def hparams(self, wall: float, values: dict, metrics: dict[str, float]) -> None:
+        for summary in protos.hparams(values, list(metrics)):
+            self._write("", summary, 0, wall)
+        self._write("", protos.scalars(list(metrics.items())), 0, wall)
+
+    def histograms(self, wall: float, step: int, rows: list[tuple]) -> None:
+        """``rows``: (run, tag, lo, hi, counts, num, sum, sum of squares)."""
+        for run, tag, *facts in rows:
+            self._write(run, protos.histogram(tag, *facts), step, wall)
+
+    def _picture(self, wall: float, step: int, tag: str, draw, png_name: str | None) -> None:
+        try:
+            picture = draw()
+        except ImportError as err:  # NOTE: matplotlib is optional: the rest of the dashboard is written
+            if "matplotlib" not in self._told:
+                self._told.add("matplotlib")
+                print(f"matplotlib cannot be imported ({err}): the dashboard's pictures are skipped (pip install matplotlib).",
+                      file=sys.stderr)
+            return
+        png = protos.png_bytes(picture)
+        self._write("", protos.image(tag, png, *picture.shape[:2]), step, wall)
+        if png_name:
+            (self.logdir / png_name).write_bytes(png)
+
+    def gradient_flow(self, wall: float, step: int, tag: str, names: list[str], mean: list[float], maximum: list[float],
+                      errors: dict | None, tol: float | None) -> None:
+        """The gradient-flow picture (Images tab, and ``gradient_flow-step<N>.png`` beside the events)."""
+        def draw():
+            import numpy as np
+
+            from .. import plots
+
+            return plots.gradient_flow(names, np.asarray(mean), np.asarray(maximum), step, errors=errors, tol=tol)
+
+        self._picture(wall, step, tag, draw, f"gradient_flow-step{step:07d}.png")
+
+    def curves(self, wall: float, step: int, tag: str, series: dict, title: str, png_name: str) -> None:
+        def draw():
+            from .. import plots
+
+            return plots.curves(series, title)
+
+        self._picture(wall, step, tag, draw, png_name)
+
+    def model_graph(self, wall: float, step: int, tag: str, facts: list[dict], graph, mermaid: str, picture: dict) -> None:
+        """The Graphs tab's graph data, the picture in Images under ``tag`` and the mermaid source in Text."""
+        from tensorboard.compat.proto.event_pb2 import Event
+
+        from ..graph.graphdef import graph_def_of
+
+        self._file("").add_event(Event(graph_def=graph_def_of(facts).SerializeToString(), step=step, wall_time=wall))
+        self.text(wall, step, f"{tag}/mermaid", "\n".join("    " + line for line in mermaid.splitlines()))
+
+        def draw():
+            from ..graph.draw import image_of
+
+            return image_of(graph, **picture)
+
+        self._picture(wall, step, tag, draw, None)
+
+
+def _warm_up() -> None:
+    """What the first messages need, loaded while the training process is still importing torch."""
+    import numpy  # noqa: F401
+    from tensorboard.compat.proto import event_pb2  # noqa: F401
+    from tensorboard.summary.writer import event_file_writer  # noqa: F401
+
+    try:
+        from .. import plots  # noqa: F401  (matplotlib)
+        from ..graph import draw  # noqa: F401
+    except ImportError:
+        pass
+
+
+def serve(stream, sink: Sink | None = None) -> int:
+    """Write every message of ``stream`` until its end; 0, or 1 after saying what failed (once)."""
+    sink = sink or Sink()
+    failed = False
+    while True:
+        try:
+            method, wall, args = pickle.load(stream)
+        except EOFError:
+            break
+        if failed:
+            continue
+        try:
+            getattr(sink, method)(wall, *args)
+        except Exception as err:  # NOTE: one sentence, then drain: the training process must never block on the pipe
+            failed = True
+            where = f" in {sink.logdir}" if sink.logdir else ""
+            print(f"handgrad: the TensorBoard writer stopped{where} ({type(err).__name__}: {err}); "
+                  "the events after that point are missing.", file=sys.stderr)
+    try:
+        sink.close()
+    except Exception as err:
+        print(f"handgrad: the TensorBoard event files could not be closed ({err}).", file=sys.stderr)
+        failed = True
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    _warm_up()
+    sys.exit(serve(sys.stdin.buffer))

@@ -1,0 +1,77 @@
+"""The training side of the writer process (:mod:`.sink`): start it early, send it numbers, wait for it at the end.
+
+Logging costs the training loop only the statistics and a pickled message per record: TensorBoard's
+protos, the event files, matplotlib and the PNG files all live in the writer process, which runs on
+another core. ``train.py`` calls :func:`prestart` right after parsing its flags, before it imports
+torch, so the writer has loaded what it needs by the time the first step is logged. This module
+imports no torch.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+__all__ = ["WriterProcess", "WriterFailed", "prestart"]
+
+_SPARE: subprocess.Popen | None = None
+
+
+class WriterFailed(RuntimeError):
+    """The writer process stopped before it wrote everything (it said why on standard error)."""
+
+
+def _spawn() -> subprocess.Popen:
+    package_root = str(Path(__file__).resolve().parents[2])
+    env = dict(os.environ)
+    # NOTE: the child imports this same handgrad, wherever the parent found it (a checkout, sys.path edits)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    return subprocess.Popen([sys.executable, "-m", "handgrad.monitor.sink"], stdin=subprocess.PIPE, env=env,
+                            start_new_session=True)  # NOTE: Ctrl-C goes to the trainer, which closes the writer
+
+
+def prestart() -> None:
+    """Start a writer process now for the next :class:`WriterProcess` to take (no-op when one waits already)."""
+    global _SPARE
+    if _SPARE is None or _SPARE.poll() is not None:
+        _SPARE = _spawn()
+
+
+def _take() -> subprocess.Popen:
+    global _SPARE
+    proc, _SPARE = _SPARE, None
+    return proc if proc is not None and proc.poll() is None else _spawn()
+
+
+class WriterProcess:
+    """``send(method, *args)`` calls ``Sink.method(wall_time, *args)`` in the writer process, in order."""
+
+    def __init__(self, logdir: str) -> None:
+        self.logdir = logdir
+        self._proc = _take()
+        self._lost = False
+        self.send("open", str(logdir))
+
+    def send(self, method: str, *args) -> None:
+        if self._lost:
+            return
+        try:
+            pickle.dump((method, time.time(), args), self._proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+            self._proc.stdin.flush()
+        except (BrokenPipeError, OSError):  # NOTE: it said why on stderr; close() raises
+            self._lost = True
+
+    def close(self) -> None:
+        """Wait until every record is written; :class:`WriterFailed` if the writer process could not write them."""
+        try:
+            self._proc.stdin.close()
+        except (BrokenPipeError, OSError):
+            self._lost = True
+        status = self._proc.wait()
+        if status != 0 or self._lost:
+            raise WriterFailed(f"the TensorBoard events in {self.logdir} are incomplete: the writer process stopped "
+                               f"(exit status {status}; its message is above).")
