@@ -1,16 +1,23 @@
-"""Drawing a laid-out graph with matplotlib (no pyplot, no Graphviz): PNG, SVG or an RGB array."""
+"""Drawing a laid-out graph with matplotlib (no pyplot, no Graphviz): PNG, SVG or an RGB array.
+
+:func:`figure` and :func:`image_of` need no torch: a process that never imports it can draw a graph
+received by pickle (:func:`~handgrad.graph.nodes.detached`). :func:`render` and :func:`to_image` read
+the graph of a tensor first, and import torch for that.
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from ..files import write_atomically
 from .layout import _PAD, LABEL_PT, NODE_PT, _text_size, edge_texts, layout
-from .reading import Graph, build
+from .nodes import Graph
+
+if TYPE_CHECKING:  # NOTE: torch only where a tensor's graph is read (render, to_image)
+    import torch
 
 __all__ = ["figure", "render", "to_image", "image_of", "check_target", "PICTURE_SUFFIXES", "MatplotlibMissing"]
 
@@ -110,6 +117,8 @@ def render(output: torch.Tensor, path: str | os.PathLike, names: Mapping[str, to
     fmt = path.suffix.lower().lstrip(".")
     if f".{fmt}" not in PICTURE_SUFFIXES:
         raise ValueError(f"handgrad.graph.render: the file name must end in .png or .svg, got {path.name!r}.")
+    from .reading import build
+
     fig = figure(build(output, names, backward), dpi=dpi)
     write_atomically(path, lambda f: fig.savefig(f, format=fmt, dpi=dpi))
     return path
@@ -118,6 +127,8 @@ def render(output: torch.Tensor, path: str | os.PathLike, names: Mapping[str, to
 def to_image(output: torch.Tensor, names: Mapping[str, torch.Tensor] | None = None, backward: bool = False,
              dpi: float = 100):
     """The picture of ``output``'s graph as an (H, W, 3) uint8 numpy array (TensorBoard: ``dataformats="HWC"``)."""
+    from .reading import build
+
     return image_of(build(output, names, backward), dpi)
 
 
