@@ -65,3 +65,23 @@ def test_a_process_without_torch_draws_a_pickled_graph_and_its_graph_data():
     height, width, darkest, n_nodes, torch_loaded = out.split()
     assert int(width) <= 500 and int(height) > 100 and int(darkest) < 100  # something drawn, in ink
     assert n_nodes == str(len(graph.nodes)) and torch_loaded == "False"
+
+
+def test_pieces_keep_every_edge_and_cut_edges_show_on_both_sides():
+    from handgrad.graph.cards import pieces
+    from handgrad.graph.layout import layout, segment_hits_box
+
+    graph = _mlp_graph()
+    parts = pieces(graph, 3)
+    assert len(parts) == 3
+    kept = [(e.value_norm, e.grad_norm) for p in parts for e in p.edges]
+    for e in graph.edges:  # every edge is drawn, a cut one twice (once in each piece)
+        assert kept.count((e.value_norm, e.grad_norm)) >= 1
+    assert len(kept) > len(graph.edges)
+    assert sum(n.kind == "ghost" for p in parts for n in p.nodes) == 2 * (len(kept) - len(graph.edges))
+    assert not any("×" in e.value for p in parts for e in p.edges)  # shapes left to the Graphs tab
+    for p in parts:
+        lay = layout(p, "LR", True)
+        hits = [(i, j) for i, box in enumerate(lay.labels) for j, path in enumerate(lay.paths)
+                if i != j and any(segment_hits_box(box, a, b) for a, b in zip(path, path[1:]))]
+        assert hits == []
