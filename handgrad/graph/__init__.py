@@ -19,10 +19,12 @@ model's objective on one batch to TensorBoard (Graphs tab and Images); ``python 
 
 The package, one job per module:
 
-* :mod:`~handgrad.graph.reading`: the autograd graph as nodes and edges, with values and gradients;
+* :mod:`~handgrad.graph.nodes`: the graph as plain data (no torch); :mod:`~handgrad.graph.reading`: read
+  from autograd, with values and gradients;
 * :mod:`~handgrad.graph.text`: mermaid and DOT;
 * :mod:`~handgrad.graph.layout` and :mod:`~handgrad.graph.draw`: layered layout, matplotlib pictures;
-* :mod:`~handgrad.graph.model` and :mod:`~handgrad.graph.tensorboard`: a model's graph for the dashboard;
+* :mod:`~handgrad.graph.model`, :mod:`~handgrad.graph.tensorboard` and :mod:`~handgrad.graph.graphdef`
+  (no torch): a model's graph for the dashboard;
 * :mod:`~handgrad.graph.examples`: the notes' examples; :mod:`~handgrad.graph.cli`: the command line.
 """
 
@@ -37,10 +39,11 @@ if TYPE_CHECKING:  # NOTE: the names as static tools see them (mkdocstrings' API
     from .cli import build_parser, main
     from .draw import MatplotlibMissing, figure, image_of, render, to_image
     from .examples import EXAMPLES, example
+    from .graphdef import graph_def_of
     from .layout import LABEL_PT, NODE_PT, Box, Layout, layout
     from .model import model_graph, model_names, read_model
-    from .reading import Edge, Graph, Node, build, describe, format_number, op_label
-    from .tensorboard import graph_def, write_model_graph
+    from .reading import Edge, Graph, Node, build, describe, detached, format_number, op_label
+    from .tensorboard import graph_def, node_facts, write_model_graph
     from .text import dot, dot_of, mermaid, mermaid_of
 
 # NOTE: names are imported on first use, so that `python -m handgrad.graph --help` and a mistyped
@@ -51,8 +54,9 @@ _WHERE = {
     "examples": ("EXAMPLES", "example"),
     "layout": ("LABEL_PT", "NODE_PT", "Box", "Layout", "layout"),
     "model": ("model_graph", "model_names", "read_model"),
-    "reading": ("Edge", "Graph", "Node", "build", "describe", "format_number", "op_label"),
-    "tensorboard": ("graph_def", "write_model_graph"),
+    "graphdef": ("graph_def_of",),
+    "reading": ("Edge", "Graph", "Node", "build", "describe", "detached", "format_number", "op_label"),
+    "tensorboard": ("graph_def", "node_facts", "write_model_graph"),
     "text": ("dot", "dot_of", "mermaid", "mermaid_of"),
 }
 
@@ -92,6 +96,7 @@ __all__ = [
     "Layout",
     "Box",
     "build",
+    "detached",
     "op_label",
     "format_number",
     "describe",
@@ -108,6 +113,8 @@ __all__ = [
     "model_names",
     "read_model",
     "graph_def",
+    "graph_def_of",
+    "node_facts",
     "write_model_graph",
     "MatplotlibMissing",
     "EXAMPLES",

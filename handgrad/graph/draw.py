@@ -1,20 +1,27 @@
-"""Drawing a laid-out graph with matplotlib (no pyplot, no Graphviz): PNG, SVG or an RGB array."""
+"""Drawing a laid-out graph with matplotlib (no pyplot, no Graphviz): PNG, SVG or an RGB array.
+
+:func:`figure` and :func:`image_of` need no torch: a process that never imports it can draw a graph
+received by pickle (:func:`~handgrad.graph.nodes.detached`). :func:`render` and :func:`to_image` read
+the graph of a tensor first, and import torch for that.
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from ..files import write_atomically
 from .layout import _PAD, LABEL_PT, NODE_PT, _text_size, edge_texts, layout
-from .reading import Graph, build
+from .nodes import Graph
+
+if TYPE_CHECKING:  # NOTE: torch only where a tensor's graph is read (render, to_image)
+    import torch
 
 __all__ = ["figure", "render", "to_image", "image_of", "check_target", "PICTURE_SUFFIXES", "MatplotlibMissing"]
 
-_COLORS = {"leaf": "#dbe9f6", "op": "#fdf2d0", "output": "#d8f0d8"}
+_COLORS = {"leaf": "#dbe9f6", "op": "#fdf2d0", "output": "#d8f0d8", "ghost": "white"}  # ghost: a cut edge's far end
 _FORWARD, _BACKWARD = "#333333", "#c0392b"
 
 #: the picture formats, by file suffix
@@ -42,12 +49,13 @@ def _caption(graph: Graph, both: bool) -> str:
     return f"backward: ∂{out}/∂(the value on each edge)" if graph.backward else "forward: the value on each edge"
 
 
-def figure(graph: Graph, dpi: float = 100, direction: str = "LR", both: bool = False, max_width_px: int | None = None):
+def figure(graph: Graph, dpi: float = 100, direction: str = "LR", both: bool = False, max_width_px: int | None = None,
+           caption: str | None = None):
     """A matplotlib Figure (Agg canvas, no pyplot) of ``graph``: forward edges solid, gradients red and dashed.
 
     ``direction`` ``"TB"`` puts the inputs at the top; ``both`` writes the value and the gradient
     on every edge (the graph must be built with ``backward=True``); ``max_width_px`` lowers the dpi
-    so that the picture is at most that wide.
+    so that the picture is at most that wide; ``caption`` replaces the line drawn above the graph.
     """
     _matplotlib()
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -55,7 +63,7 @@ def figure(graph: Graph, dpi: float = 100, direction: str = "LR", both: bool = F
     from matplotlib.patches import Ellipse, FancyArrowPatch, FancyBboxPatch
     from matplotlib.path import Path as MPath
 
-    caption = _caption(graph, both)
+    caption = _caption(graph, both) if caption is None else caption
     lay = layout(graph, direction, both, caption)
     if max_width_px is not None:
         dpi = min(dpi, max_width_px / lay.width)
@@ -74,7 +82,7 @@ def figure(graph: Graph, dpi: float = 100, direction: str = "LR", both: bool = F
             patch = Ellipse((b.x, b.y), b.w, b.h, facecolor=_COLORS["op"], edgecolor="#555555", lw=1)
         else:
             patch = FancyBboxPatch((b.x - b.w / 2, b.y - b.h / 2), b.w, b.h, boxstyle="round,pad=0,rounding_size=0.06",
-                                   facecolor=_COLORS[n.kind], edgecolor="#555555", lw=1)
+                                   facecolor=_COLORS[n.kind], edgecolor="#555555", lw=1, linestyle="--" if n.kind == "ghost" else "-")
         ax.add_patch(patch)
         ax.text(b.x, b.y, n.label, fontsize=NODE_PT, ha="center", va="center")
     for points, lb, lines in zip(lay.paths, lay.labels, edge_texts(graph, both)):
@@ -110,6 +118,8 @@ def render(output: torch.Tensor, path: str | os.PathLike, names: Mapping[str, to
     fmt = path.suffix.lower().lstrip(".")
     if f".{fmt}" not in PICTURE_SUFFIXES:
         raise ValueError(f"handgrad.graph.render: the file name must end in .png or .svg, got {path.name!r}.")
+    from .reading import build
+
     fig = figure(build(output, names, backward), dpi=dpi)
     write_atomically(path, lambda f: fig.savefig(f, format=fmt, dpi=dpi))
     return path
@@ -118,13 +128,16 @@ def render(output: torch.Tensor, path: str | os.PathLike, names: Mapping[str, to
 def to_image(output: torch.Tensor, names: Mapping[str, torch.Tensor] | None = None, backward: bool = False,
              dpi: float = 100):
     """The picture of ``output``'s graph as an (H, W, 3) uint8 numpy array (TensorBoard: ``dataformats="HWC"``)."""
+    from .reading import build
+
     return image_of(build(output, names, backward), dpi)
 
 
-def image_of(graph: Graph, dpi: float = 100, direction: str = "LR", both: bool = False, max_width_px: int | None = None):
+def image_of(graph: Graph, dpi: float = 100, direction: str = "LR", both: bool = False, max_width_px: int | None = None,
+             caption: str | None = None):
     """The picture of a built :class:`Graph` as an (H, W, 3) uint8 array (arguments as :func:`figure`)."""
     import numpy as np
 
-    fig = figure(graph, dpi=dpi, direction=direction, both=both, max_width_px=max_width_px)
+    fig = figure(graph, dpi=dpi, direction=direction, both=both, max_width_px=max_width_px, caption=caption)
     fig.canvas.draw()
     return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()

@@ -1,4 +1,4 @@
-"""Layered layout of a :class:`~handgrad.graph.reading.Graph`: left to right, or top down.
+"""Layered layout of a :class:`~handgrad.graph.nodes.Graph`: left to right, or top down.
 
 Layers by distance to the output (the output last, every other node just before its nearest
 consumer); an edge that spans several layers runs through one invisible point per layer, so that
@@ -18,7 +18,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from .reading import Graph, Node
+from .nodes import Graph, Node
 
 __all__ = ["Box", "Layout", "layout", "edge_texts", "segment_hits_box", "NODE_PT", "LABEL_PT"]
 

@@ -29,17 +29,16 @@ Every private torch attribute read here goes through :mod:`handgrad.compat`.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 
 from .. import compat, functional, registry  # noqa: F401 - functional: importing it declares the ops the labels name
+from .nodes import Edge, Graph, Node, detached, format_number
 
-__all__ = ["Graph", "Node", "Edge", "build", "op_label", "format_number", "describe"]
+__all__ = ["Graph", "Node", "Edge", "build", "detached", "op_label", "format_number", "describe"]
 
 
 # NOTE: handgrad's own ops are labelled and recomputed as their declarations say (handgrad.registry).
@@ -78,39 +77,8 @@ def op_label(node) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# the graph
+# the graph (Node, Edge and Graph live in .nodes, which needs no torch)
 # ---------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Node:
-    id: str  # unique, safe for mermaid and DOT
-    label: str  # what the picture shows
-    kind: str  # "leaf", "op" or "output"
-
-
-@dataclass
-class Edge:
-    src: str
-    dst: str
-    value: str  # the forward label: a scalar's value, or a tensor's shape and norm
-    grad: str | None = None  # the backward label, when drawn
-    shape: tuple[int, ...] | None = None  # the value's shape, where known
-    value_norm: float | None = None  # ‖value‖₂, where known
-    grad_norm: float | None = None  # ‖gradient‖₂, when drawn
-    tensors: tuple = field(default=(None, None), repr=False, compare=False)  # (value, gradient) behind the labels
-
-
-@dataclass
-class Graph:
-    """Nodes in evaluation order (leaves and ops as autograd would run them forward), then the output."""
-
-    nodes: list[Node] = field(default_factory=list)
-    edges: list[Edge] = field(default_factory=list)
-    backward: bool = False
-
-    def node(self, node_id: str) -> Node:
-        return next(n for n in self.nodes if n.id == node_id)
 
 
 def _check_output(output) -> None:
@@ -250,14 +218,6 @@ def _leaf_graph(output, by_key, backward) -> Graph:
 # ---------------------------------------------------------------------------------------------
 # labels
 # ---------------------------------------------------------------------------------------------
-
-
-def format_number(x: float) -> str:
-    """4 significant digits, float noise gone: 715.0000001 -> 715, 1.100000023841858 -> 1.1, -0.0 -> 0."""
-    if math.isnan(x) or math.isinf(x):
-        return str(x)
-    text = f"{x:.4g}"
-    return "0" if text in ("0", "-0") else text
 
 
 def _norm(t: torch.Tensor | None) -> float | None:

@@ -1,11 +1,14 @@
 """The model's graph for TensorBoard: graph data for the Graphs tab, and the picture for Images.
 
-:func:`graph_def` turns a read :class:`~handgrad.graph.reading.Graph` into a TensorBoard
-``GraphDef``: one node per op, per parameter and per input, plus the output, each edge an input of
-its consumer. Every node carries its output's shape (``_output_shapes``, which TensorBoard writes on
-the edges) and, as attributes shown when a node is selected, ``shape``, ``value_norm`` ‖v‖₂,
-``grad_norm`` ‖∂J/∂v‖₂ (the gradient summed over the node's consumers), ``dtype``, and for a
-scalar its ``value`` and ``grad``. :func:`write_model_graph` writes it and the picture in one call.
+:func:`graph_def` turns a read :class:`~handgrad.graph.nodes.Graph` into a TensorBoard ``GraphDef``
+in two steps: :func:`node_facts` reads plain numbers from the graph's tensors (torch),
+:func:`~handgrad.graph.graphdef.graph_def_of` builds the protobuf from them (no torch), so the
+second step can run in a process that never imports torch. The graph has one node per op, per
+parameter and per input, plus the output, each edge an input of its consumer. Every node carries its
+output's shape (``_output_shapes``, which TensorBoard writes on the edges) and, as attributes shown
+when a node is selected, ``shape``, ``value_norm`` ‖v‖₂, ``grad_norm`` ‖∂J/∂v‖₂ (the gradient summed
+over the node's consumers), ``dtype``, and for a scalar its ``value`` and ``grad``.
+:func:`write_model_graph` writes it and the picture in one call.
 """
 
 from __future__ import annotations
@@ -15,11 +18,12 @@ import dataclasses
 import torch
 
 from .. import compat
+from .graphdef import graph_def_of
 from .model import read_model
 from .reading import Graph
 from .text import mermaid_of
 
-__all__ = ["graph_def", "write_model_graph", "PICTURE_WIDTH_PX"]
+__all__ = ["graph_def", "node_facts", "write_model_graph", "PICTURE_WIDTH_PX"]
 
 #: the picture's width at most: TensorBoard's image card shows it whole
 PICTURE_WIDTH_PX = 960
@@ -40,50 +44,45 @@ def _total(tensors: list) -> torch.Tensor | None:
     return torch.stack([t.double() for t in tensors]).sum(0) if len(tensors) > 1 else tensors[0]
 
 
-def _shape(t: torch.Tensor | None) -> bytes:
-    # NOTE: ASCII only: TensorBoard's info card shows other bytes as octal escapes
-    return b"?" if t is None else ("x".join(map(str, t.shape)) or "scalar").encode()
-
-
 def _norm(t: torch.Tensor) -> float:
     return torch.linalg.vector_norm(t.detach().double()).item()
 
 
-def graph_def(graph: Graph, inputs: tuple[str, ...] = ("x",)):
-    """A TensorBoard ``GraphDef`` of ``graph``: a node per op, parameter, input (leaves named in ``inputs``) and the output."""
-    from tensorboard.compat.proto.attr_value_pb2 import AttrValue
-    from tensorboard.compat.proto.graph_pb2 import GraphDef
-    from tensorboard.compat.proto.node_def_pb2 import NodeDef
-    from tensorboard.compat.proto.tensor_shape_pb2 import TensorShapeProto
-    from tensorboard.compat.proto.versions_pb2 import VersionDef
+def _scalar(t: torch.Tensor | None) -> float | None:
+    return t.item() if t is not None and t.numel() == 1 else None
 
+
+def node_facts(graph: Graph, inputs: tuple[str, ...] = ("x",)) -> list[dict]:
+    """What the Graphs tab shows of each node of ``graph``, as plain Python values (see :func:`graph_def_of`).
+
+    A node per op, parameter, input (leaves named in ``inputs``) and the output; ``graph`` must
+    still hold its tensors (not :func:`~handgrad.graph.nodes.detached`).
+    """
     out_edges: dict[str, list] = {n.id: [] for n in graph.nodes}
     in_edges: dict[str, list] = {n.id: [] for n in graph.nodes}
     for e in graph.edges:
         out_edges[e.src].append(e)
         in_edges[e.dst].append(e)
     names = {n.id: (n.label if n.kind != "op" else n.id) for n in graph.nodes}
-    inputs = {n.id for n in graph.nodes if n.kind == "leaf" and n.label in inputs}
-    nodes = []
+    input_ids = {n.id for n in graph.nodes if n.kind == "leaf" and n.label in inputs}
+    facts = []
     for n in graph.nodes:
         outs = out_edges[n.id] or in_edges[n.id]  # NOTE: the output node shows what flows into it
         value = outs[0].tensors[0] if outs else None
         grad = _total([e.tensors[1] for e in out_edges[n.id]]) if out_edges[n.id] else (outs[0].tensors[1] if outs else None)
-        attrs = {"shape": AttrValue(s=_shape(value))}
-        if value is not None:
-            dims = [TensorShapeProto.Dim(size=s) for s in value.shape]
-            attrs["_output_shapes"] = AttrValue(list=AttrValue.ListValue(shape=[TensorShapeProto(dim=dims)]))
-            attrs["dtype"] = AttrValue(s=str(value.dtype).removeprefix("torch.").encode())
-            attrs["value_norm"] = AttrValue(f=_norm(value))
-            if value.numel() == 1:
-                attrs["value"] = AttrValue(f=value.item())
-        if grad is not None:
-            attrs["grad_norm"] = AttrValue(f=_norm(grad))
-            if grad.numel() == 1:
-                attrs["grad"] = AttrValue(f=grad.item())
-        nodes.append(NodeDef(name=names[n.id], op=_node_op(n, inputs), input=[names[e.src] for e in in_edges[n.id]],
-                             attr=attrs))
-    return GraphDef(node=nodes, versions=VersionDef(producer=22))
+        facts.append({
+            "name": names[n.id], "op": _node_op(n, input_ids), "inputs": [names[e.src] for e in in_edges[n.id]],
+            "shape": None if value is None else list(value.shape),
+            "dtype": None if value is None else str(value.dtype).removeprefix("torch."),
+            "value_norm": None if value is None else _norm(value), "grad_norm": None if grad is None else _norm(grad),
+            "value": _scalar(value), "grad": _scalar(grad),
+        })
+    return facts
+
+
+def graph_def(graph: Graph, inputs: tuple[str, ...] = ("x",)):
+    """A TensorBoard ``GraphDef`` of ``graph``: a node per op, parameter, input (leaves named in ``inputs``) and the output."""
+    return graph_def_of(node_facts(graph, inputs))
 
 
 def write_model_graph(writer, model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor, step: int = 0,
