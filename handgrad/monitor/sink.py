@@ -87,10 +87,10 @@ class Sink:
     def _picture(self, wall: float, step: int, tag: str, draw, png_name: str | None) -> None:
         try:
             picture = draw()
-        except ImportError as err:  # NOTE: matplotlib is optional: the rest of the dashboard is written
+        except ImportError:  # NOTE: matplotlib is optional: the rest of the dashboard is written
             if "matplotlib" not in self._told:
                 self._told.add("matplotlib")
-                print(f"matplotlib cannot be imported ({err}): the dashboard's pictures are skipped (pip install matplotlib).",
+                print("matplotlib is not installed: the dashboard's pictures are skipped (pip install matplotlib).",
                       file=sys.stderr)
             return
         png = protos.png_bytes(picture)
