@@ -10,6 +10,7 @@ messages after it are read and dropped, so the training process never blocks on 
 
 from __future__ import annotations
 
+import os
 import pickle
 import sys
 from pathlib import Path
@@ -174,6 +175,15 @@ def serve(stream, sink: Sink | None = None) -> int:
     return 1 if failed else 0
 
 
+def _yield_to_training() -> None:
+    """Drawing is background work: it takes a core the training process leaves idle, not one it computes on."""
+    try:
+        os.nice(10)
+    except (AttributeError, OSError):  # NOTE: no nice() on Windows; a refusal changes nothing written
+        pass
+
+
 if __name__ == "__main__":
+    _yield_to_training()
     _warm_up()
     sys.exit(serve(sys.stdin.buffer))
