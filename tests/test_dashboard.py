@@ -19,6 +19,7 @@ from handgrad.compare import Comparison
 from handgrad.faults import FaultError, inject, parse_fault
 from handgrad.functional import get_ops
 from handgrad.monitor import EARLY_STEPS, LogSchedule
+from handgrad.monitor.schedule import EARLY_POINTS
 from models.mlp import MLP
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,14 +86,33 @@ def test_every_layer_is_its_own_run_with_log10_tags_for_the_statistics_that_span
         assert "layers." not in tag, tag  # a chart's name never depends on the model
 
 
-def test_early_tags_cover_the_first_200_steps_only(relu_run):
+def test_early_tags_hold_the_log_spaced_early_points_only(relu_run):
+    # NOTE: 21 points, 7 of them in steps 1-8: TensorBoard's outlier cut takes ~1 point per series
+    # at each end instead of ~5 of a dense 1-100 series (which were seed001's steps 1-8)
     _, _, runs = relu_run
-    steps = [e.step for e in runs["layers.0.weight"].Scalars("early/gradient_data_norm_log10")]
-    assert steps[0] == 1 and max(steps) == 200 and 1 in steps and 100 in steps
+    points = [1, 2, 3, 4, 5, 6, 8, 10, 13, 16, 20, 25, 32, 40, 50, 63, 80, 100, 126, 160, 200]
+    assert list(EARLY_POINTS) == points
+    for tag in ("early/gradient_data_norm_log10", "early/gradient_data_norm_since_step1_log10", "early/update_ratio_log10"):
+        assert [e.step for e in runs["layers.0.weight"].Scalars(tag)] == points, tag
     assert max(e.step for e in runs["layers.0.weight"].Scalars("gradient/data_norm_log10")) == STEPS
     for tag in ("early/loss_train_step", "early/output_p_true", "early/output_confident", "early/output_stuck"):
-        assert max(e.step for e in runs[""].Scalars(tag)) <= 200, tag
-    assert max(e.step for e in runs["layers.1"].Scalars("early/units_dead")) <= 200
+        assert [e.step for e in runs[""].Scalars(tag)] == points, tag
+    assert [e.step for e in runs["layers.1"].Scalars("early/units_dead")] == points
+    # the full-run tags keep every step of the dense start, and the early points past it (126, 160)
+    logged = [e.step for e in runs[""].Scalars("loss/train_step")]
+    assert logged[:100] == list(range(1, 101)) and {126, 160, 200} <= set(logged)
+
+
+def test_the_since_step1_series_start_at_0_and_are_the_log10_ratio_of_the_written_norms(relu_run):
+    _, _, runs = relu_run
+    params = [r for r in runs if r.endswith("weight") or r.endswith("bias")]
+    for r in params:
+        raw = {e.step: e.value for e in runs[r].Scalars("gradient/data_norm")}
+        rel = runs[r].Scalars("early/gradient_data_norm_since_step1_log10")
+        assert rel[0].step == 1 and rel[0].value == 0.0
+        for e in rel:
+            # NOTE: a gradient that is exactly 0 (a dead layer of this tiny net) is drawn at log10(1e-20)
+            assert e.value == pytest.approx(np.log10(max(raw[e.step], 1e-20)) - np.log10(raw[1]), abs=1e-5), (r, e.step)
 
 
 def test_loss_series_are_separate_and_test_loss_only_where_measured(relu_run):
