@@ -2,6 +2,7 @@
 listed early steps, a model-independent layout without empty charts, the compare verdict, fault
 injection, bounded schedules, and a run without matplotlib."""
 
+import math
 import os
 import re
 import subprocess
@@ -20,6 +21,7 @@ from handgrad.compare import Comparison
 from handgrad.faults import FaultError, inject, parse_fault
 from handgrad.functional import get_ops
 from handgrad.monitor import EARLY_STEPS, LogSchedule
+from handgrad.monitor.schedule import EARLY_POINTS
 from models.mlp import MLP
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -86,14 +88,33 @@ def test_every_layer_is_its_own_run_with_log10_tags_for_the_statistics_that_span
         assert "layers." not in tag, tag  # a chart's name never depends on the model
 
 
-def test_early_tags_cover_the_first_200_steps_only(relu_run):
+def test_early_tags_hold_the_log_spaced_early_points_only(relu_run):
+    # NOTE: 21 points, 7 of them in steps 1-8: TensorBoard's outlier cut takes ~1 point per series
+    # at each end instead of ~5 of a dense 1-100 series (which were seed001's steps 1-8)
     _, _, runs = relu_run
-    steps = [e.step for e in runs["layers.0.weight"].Scalars("early/gradient_data_norm_log10")]
-    assert steps[0] == 1 and max(steps) == 200 and 1 in steps and 100 in steps
+    points = [1, 2, 3, 4, 5, 6, 8, 10, 13, 16, 20, 25, 32, 40, 50, 63, 80, 100, 126, 160, 200]
+    assert list(EARLY_POINTS) == points
+    for tag in ("early/gradient_data_norm_log10", "early/gradient_data_norm_since_step1_log10", "early/update_ratio_log10"):
+        assert [e.step for e in runs["layers.0.weight"].Scalars(tag)] == points, tag
     assert max(e.step for e in runs["layers.0.weight"].Scalars("gradient/data_norm_log10")) == STEPS
     for tag in ("early/loss_train_step", "early/output_p_true", "early/output_confident", "early/output_stuck"):
-        assert max(e.step for e in runs[""].Scalars(tag)) <= 200, tag
-    assert max(e.step for e in runs["layers.1"].Scalars("early/units_dead")) <= 200
+        assert [e.step for e in runs[""].Scalars(tag)] == points, tag
+    assert [e.step for e in runs["layers.1"].Scalars("early/units_dead")] == points
+    # the full-run tags keep every step of the dense start, and the early points past it (126, 160)
+    logged = [e.step for e in runs[""].Scalars("loss/train_step")]
+    assert logged[:100] == list(range(1, 101)) and {126, 160, 200} <= set(logged)
+
+
+def test_the_since_step1_series_start_at_0_and_are_the_log10_ratio_of_the_written_norms(relu_run):
+    _, _, runs = relu_run
+    params = [r for r in runs if r.endswith("weight") or r.endswith("bias")]
+    for r in params:
+        raw = {e.step: e.value for e in runs[r].Scalars("gradient/data_norm")}
+        rel = runs[r].Scalars("early/gradient_data_norm_since_step1_log10")
+        assert rel[0].step == 1 and rel[0].value == 0.0
+        for e in rel:
+            # NOTE: a gradient that is exactly 0 (a dead layer of this tiny net) is drawn at log10(1e-20)
+            assert e.value == pytest.approx(np.log10(max(raw[e.step], 1e-20)) - np.log10(raw[1]), abs=1e-5), (r, e.step)
 
 
 def test_loss_series_are_separate_and_test_loss_only_where_measured(relu_run):
@@ -105,25 +126,61 @@ def test_loss_series_are_separate_and_test_loss_only_where_measured(relu_run):
     assert len(main.Scalars("loss/train_step")) > 100
 
 
-def _tb_default_y_domain(values):
-    """TensorBoard 2.21's Time Series y-axis with "Ignore outliers" on (its default): the 5% and 95%
-    points of every value in the card, widened by 5% of that range on each side (before rounding out)."""
-    a = sorted(values)
-    lo, hi = a[int(np.ceil(0.05 * (len(a) - 1)))], a[int(np.floor(0.95 * (len(a) - 1)))]
-    pad = (hi - lo) * 0.05
-    return lo - pad, hi + pad
+def _tb_smoothed(ys, weight=0.6):
+    """TensorBoard's Time Series smoothing (0.6 by default): a debiased moving average by point index;
+    a constant series is left as it is. With smoothing on, only these series size the axis."""
+    if all(y == ys[0] for y in ys):
+        return list(ys)
+    out, acc = [], 0.0
+    for n, y in enumerate(ys, 1):
+        acc = acc * weight + (1 - weight) * y
+        out.append(acc / (1 - weight**n))
+    return out
 
 
-def test_the_early_log10_view_keeps_step_1_on_the_axis(relu_run):
-    # NOTE: the log10 of a gradient norm moves by a fraction of a decade in the first steps; the raw
-    # norm's first value is what "Ignore outliers" cut off before (seed001: axis to 8e-3, step 1 at 0.367)
+def _d3_nice(start, stop, count=10):
+    """d3's scaleLinear().domain([start, stop]).nice(): the ends rounded out to a tick step."""
+    previous = None
+    for _ in range(10):
+        raw = (stop - start) / count
+        power = math.floor(math.log10(raw))
+        error = raw / 10**power
+        factor = 10 if error >= math.sqrt(50) else 5 if error >= math.sqrt(10) else 2 if error >= math.sqrt(2) else 1
+        step = factor * 10**power if power >= 0 else -(10**-power) / factor
+        if step == previous:
+            break
+        start, stop = ((math.floor(start / step) * step, math.ceil(stop / step) * step) if step > 0
+                       else (math.ceil(start * step) / step, math.floor(stop * step) / step))
+        previous = step
+    return start, stop
+
+
+def _tb_default_y_domain(series):
+    """TensorBoard 2.21's Time Series y-axis with its defaults (line chart v2, read in its webfiles):
+    the smoothed values of every series pooled and sorted, the ends at index ceil(0.05 (n-1)) and
+    floor(0.95 (n-1)) ("Ignore outliers"), widened by 5% of that range on each side, then d3 nice."""
+    a = sorted(v for ys in series for v in _tb_smoothed(ys))
+    lo, hi = a[math.ceil(0.05 * (len(a) - 1))], a[math.floor(0.95 * (len(a) - 1))]
+    if hi == lo:
+        return (-1.0, 1.0) if lo == 0 else ((2 * lo, 0.0) if lo < 0 else (0.0, 2 * lo))
+    pad = (hi - lo + sys.float_info.epsilon) * 0.05
+    return _d3_nice(lo - pad, hi + pad)
+
+
+def test_with_tensorboard_defaults_every_early_card_shows_steps_1_to_8(relu_run):
+    # NOTE: before the early points, this run's early/output_stuck lost steps 1 and 4 and
+    # early/update_ratio_log10 the last layer's step 1 (dense 1-100: the 5% cut is ~5 points a series)
     _, _, runs = relu_run
-    params = [r for r in runs if r.endswith("weight") or r.endswith("bias")]
-    pooled = [e.value for r in params for e in runs[r].Scalars("early/gradient_data_norm_log10")]
-    lo, hi = _tb_default_y_domain(pooled)
-    for r in params:
-        first = runs[r].Scalars("early/gradient_data_norm_log10")[0]
-        assert first.step == 1 and lo <= first.value <= hi, (r, first.value, lo, hi)
+    tags = sorted({t for acc in runs.values() for t in acc.Tags()["scalars"] if t.startswith("early/")})
+    assert len(tags) >= 8
+    for tag in tags:
+        series = {r: acc.Scalars(tag) for r, acc in runs.items() if tag in acc.Tags()["scalars"]}
+        lo, hi = _tb_default_y_domain([[e.value for e in events] for events in series.values()])
+        for run, events in series.items():
+            smoothed = _tb_smoothed([e.value for e in events])
+            for e, s in zip(events, smoothed):
+                if e.step <= 8:
+                    assert lo <= e.value <= hi and lo <= s <= hi, (tag, run, e.step, e.value, s, lo, hi)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -78,13 +78,39 @@ def short_run(tmp_path_factory):
 
 @pytest.mark.parametrize("kwargs, logged", [
     (dict(total_steps=24, steps_per_epoch=24, full_batches=23), list(range(1, 25))),
-    (dict(total_steps=10, steps_per_epoch=10, full_batches=10, log_every=3, log_dense=4), [1, 2, 3, 4, 6, 9, 10]),
-    (dict(total_steps=12, steps_per_epoch=5, full_batches=4, log_every=4, log_dense=0), [4, 5, 8, 10, 12]),
-    (dict(total_steps=300, steps_per_epoch=150, full_batches=150, log_every=50, log_dense=2), [1, 2, 50, 100, 150, 200, 250, 300]),
+    # NOTE: the early points (1, 2, 3, 4, 5, 6, 8, 10, 13, ..., 160, 200) are logged whatever the flags say
+    (dict(total_steps=10, steps_per_epoch=10, full_batches=10, log_every=3, log_dense=4), [1, 2, 3, 4, 5, 6, 8, 9, 10]),
+    (dict(total_steps=12, steps_per_epoch=5, full_batches=4, log_every=4, log_dense=0), [1, 2, 3, 4, 5, 6, 8, 10, 12]),
+    (dict(total_steps=300, steps_per_epoch=150, full_batches=150, log_every=50, log_dense=2),
+     [1, 2, 3, 4, 5, 6, 8, 10, 13, 16, 20, 25, 32, 40, 50, 63, 80, 100, 126, 150, 160, 200, 250, 300]),
+    (dict(total_steps=469, steps_per_epoch=469, full_batches=468),  # the default flags: 1-100, then 126, 150, 160, 200 ...
+     [*range(1, 101), 126, 150, 160, 200, 250, 300, 350, 400, 450, 469]),
 ])
 def test_schedule_logs_the_start_densely_then_sparsely_and_every_epoch_end(kwargs, logged):
     schedule = LogSchedule(**kwargs)
     assert [s for s in range(1, kwargs["total_steps"] + 1) if schedule.scalars(s)] == logged
+
+
+def test_the_early_tags_are_written_at_about_ten_log_spaced_steps_per_decade_only():
+    schedule = LogSchedule(1000, 469, 468)
+    assert [s for s in range(0, 1001) if schedule.early_point(s)] == [1, 2, 3, 4, 5, 6, 8, 10, 13, 16, 20, 25, 32, 40,
+                                                                       50, 63, 80, 100, 126, 160, 200]
+    assert [s for s in range(0, 1001) if schedule.early(s)] == list(range(1, 201))  # the early picture's window
+
+
+def test_the_since_step1_chart_is_log10_of_the_ratio_to_step_1_and_absent_without_a_step_1():
+    from handgrad.monitor import table
+
+    step1 = table.step1_values([("data_norm", "layers.0.weight", 0.5), ("data_norm", "layers.0.bias", 0.0),
+                                ("p_true", "", 0.1)])
+    assert step1 == {("data_norm", "layers.0.weight"): 0.5}  # a zero has no ratio; p_true has no such chart
+    rows = [("data_norm", "layers.0.weight", 0.005), ("data_norm", "layers.0.bias", 0.2)]
+    tag = "early/gradient_data_norm_since_step1_log10"
+    out = table.expand(rows, True, step1=step1)
+    assert out[("layers.0.weight", tag)] == pytest.approx(-2.0)  # 0.005 / 0.5 = 10^-2: two decades lost
+    assert ("layers.0.bias", tag) not in out
+    assert (("layers.0.weight", tag)) not in table.expand(rows, False, step1=step1)  # not an early point
+    assert (("layers.0.weight", tag)) not in table.expand(rows, True)  # resumed past step 1: no ratio
 
 
 @pytest.mark.parametrize("total, per_epoch, full, count, pictures", [
@@ -167,7 +193,7 @@ def test_custom_scalars_layout_one_chart_per_statistic_in_order(short_run):
 def test_scalar_steps_follow_the_schedule(logged_run):
     out, acc, logdir = logged_run
     for name, _ in out["model"].named_parameters():
-        assert steps(sub(logdir, name), "gradient/total_norm_log10") == [1, 2, 3, 4, 6, 9, 10]
+        assert steps(sub(logdir, name), "gradient/total_norm_log10") == [1, 2, 3, 4, 5, 6, 8, 9, 10]
     for tag in ("loss/train_step", "run/lr", "loss/train_epoch", "run/samples_per_s", "loss/test", "output/test_accuracy"):
         assert tag in acc.Tags()["scalars"], tag
     for unit in ("layers.1", "layers.3"):
@@ -204,9 +230,10 @@ def test_activation_statistics_are_fractions(logged_run):
 
 def test_sparse_schedule_for_sigmoid_saturation(tmp_path):
     logdir = tmp_path / "sig"
-    train.main(["--epochs", "1", "--limit-train", "256", "--batch-size", "64", "--log-every", "2", "--log-dense", "0",
+    train.main(["--epochs", "1", "--limit-train", "256", "--batch-size", "16", "--log-every", "4", "--log-dense", "0",
                 "--activation", "sigmoid", "--logdir", str(logdir), "--quiet", "--sample"])
-    assert steps(sub(logdir, "layers.1"), "units/saturated") == [2, 4]
+    # every 4th step, plus the early points (1, 2, 3, 4, 5, 6, 8, 10, 13, 16) that the early charts need
+    assert steps(sub(logdir, "layers.1"), "units/saturated") == [1, 2, 3, 4, 5, 6, 8, 10, 12, 13, 16]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -366,7 +393,7 @@ def test_tensorboard_server_serves_the_tags_and_the_layout(logged_run):
         assert "gradient/data_norm_log10" in scalars.get("run/layers.0.weight", {})
         assert "histogram/data_gradient" in histograms.get("run/layers.0.weight", {})
         series = _get(f"{base}/scalars/scalars?run=run/layers.0.weight&tag=gradient/data_norm_log10")
-        assert [row[1] for row in series] == [1, 2, 3, 4, 6, 9, 10]
+        assert [row[1] for row in series] == [1, 2, 3, 4, 5, 6, 8, 9, 10]
         layout = _get(f"{base}/custom_scalars/layout")
         assert any(c["title"] == "gradients" for c in layout["category"])
         runs = [r for r in _get(f"{base}/../runs".replace("/plugin/..", "")) if r.startswith("run/layers.") and "weight" in r]

@@ -41,6 +41,7 @@ class Monitor(RunRecords):
         self._penalized = [i for i, (_, p) in enumerate(self._named) if id(p) in penalized] if self._lam else []
         self._ce = getattr(model, "loss_name", "ce") == "ce"
         self._pending: list[tuple[str, str, object]] = []
+        self._step1: dict = {}  # NOTE: step 1's values, which the early since-step-1 chart divides by
         self._snapshot, self._capture, self._hooks = None, False, []
         self._config, self._hparams_done = None, False
         self._cmp = CompareCharts(None, None)
@@ -70,7 +71,8 @@ class Monitor(RunRecords):
         values = synced([v for _, _, v in pending])
         rows = [(k, run, v) for (k, run, _), v in zip(pending, values)] + [(k, "", v) for k, v in extra.items()]
         self._early_curves.add(step, rows)
-        self.events.scalars(table.expand(rows, self.schedule.early(step), log10), step)
+        self._step1 = table.step1_values(rows) if step == 1 else self._step1
+        self.events.scalars(table.expand(rows, self.schedule.early_point(step), log10, self._step1), step)
 
     def _unit_hook(self, name: str, relu: bool):
         def hook(_module, _inputs, output):

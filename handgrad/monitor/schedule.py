@@ -8,13 +8,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["LogSchedule", "EARLY_STEPS", "EARLY_END"]
+__all__ = ["LogSchedule", "EARLY_STEPS", "EARLY_END", "EARLY_POINTS"]
 
 #: steps with a gradient-flow picture and histograms, whatever the run's length (the collapse of a
 #: badly set-up network happens here: seed001's p_true falls from 0.5 to 0.007 by step 30)
 EARLY_STEPS = (1, 2, 5, 10, 20, 50, 100, 200)
-#: the ``early/*`` tags are written for steps 1..EARLY_END only, so their x-axis is the first steps
+#: the early window: ``early/*`` tags and the early picture cover steps 1..EARLY_END, so their x-axis is the first steps
 EARLY_END = 200
+#: the steps at which the ``early/*`` tags are written: about ten per decade (1, 2, 3 ... 160, 200)
+#: NOTE: TensorBoard's Time Series (default "Ignore outliers") sizes a card's y-axis from the pooled
+#: values' 5% and 95% points, so ~5% of a card's points at each end fall outside it; every point
+#: of a dense 1-100 series counts, and in seed001 the 5% were steps 1-8 of the fastest-falling layer.
+#: Log-spaced points give steps 1-8 a third of a series (7 of 21) and one point per series to the cut.
+EARLY_POINTS = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16, 20, 25, 32, 40, 50, 63, 80, 100, 126, 160, 200)
+_EARLY_POINTS = frozenset(EARLY_POINTS)
 
 
 @dataclass(frozen=True)
@@ -22,7 +29,8 @@ class LogSchedule:
     """Which steps log what. Steps count from 1 (step s is the s-th update); step 0 is the start.
 
     * scalars: every one of the first ``log_dense`` steps, then every ``log_every``, and always an
-      epoch's last step and the run's last;
+      epoch's last step, the run's last and the :data:`EARLY_POINTS`;
+    * ``early/*`` tags: the :data:`EARLY_POINTS` only;
     * pictures and histograms: the :data:`EARLY_STEPS` and the end of at most ``histograms`` epochs
       (spread evenly, the last one always), each moved off a partial last batch (``full_batches``
       is the number of full batches per epoch); ``histograms=0`` turns both off.
@@ -37,11 +45,15 @@ class LogSchedule:
 
     def scalars(self, step: int) -> bool:
         return (step <= self.log_dense or step % self.log_every == 0 or step % self.steps_per_epoch == 0
-                or step == self.total_steps)
+                or step == self.total_steps or step in _EARLY_POINTS)
 
     def early(self, step: int) -> bool:
-        """Whether ``step`` belongs on the ``early/*`` charts."""
+        """Whether ``step`` is in the early window (the ``early/data_gradient_curves`` picture: every logged step)."""
         return 1 <= step <= EARLY_END
+
+    def early_point(self, step: int) -> bool:
+        """Whether ``step`` is written to the ``early/*`` tags."""
+        return step in _EARLY_POINTS
 
     @property
     def epochs(self) -> int:

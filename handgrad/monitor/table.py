@@ -4,8 +4,10 @@ A statistic with ``per="param"`` (or ``"weight"``, ``"unit"``) is written once p
 sub-run named after the layer (``<logdir>/layers.0.weight``): TensorBoard gives every run its own
 colour and a legend row, so the layers of one chart are told apart at a glance, and a tag (the
 chart's name) never contains a layer's name. ``log10`` statistics are also written as
-``<tag>_log10`` (they span decades); ``early`` ones also as ``early/<tag>`` for steps 1-200, a chart
-whose x-axis is the first steps. The custom-scalars layout is derived from this table and holds
+``<tag>_log10`` (they span decades); ``early`` ones also as ``early/<tag>`` at the log-spaced
+:data:`~.schedule.EARLY_POINTS` (steps 1-200), a chart whose x-axis is the first steps; ``since_step1``
+ones also as ``early/<tag>_since_step1_log10`` = log10(v_t / v_1) per series, which starts at 0 in
+every layer (see :func:`since_step1_tag`). The custom-scalars layout is derived from this table and holds
 only the charts a run writes, so runs in one folder merge into one layout without empty charts.
 """
 
@@ -14,7 +16,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-__all__ = ["Stat", "STATS", "CATEGORIES", "stat", "early_tag", "log10_tag", "layout", "expand", "log10", "LOG10_FLOOR"]
+__all__ = ["Stat", "STATS", "CATEGORIES", "stat", "early_tag", "log10_tag", "since_step1_tag", "layout", "expand", "log10",
+           "LOG10_FLOOR", "step1_values"]
 
 LOG10_FLOOR = -20.0  # log10 of an exact 0 (an error that vanished) is drawn here, not at -inf
 
@@ -41,6 +44,7 @@ class Stat:
     raw: bool = True
     early: bool = False
     needs: str = ""
+    since_step1: bool = False
 
 
 CATEGORIES = ("hand vs native: verdict", "early steps (1-200)", "gradients", "weights and updates",
@@ -55,7 +59,7 @@ STATS = (
     Stat("cmp_obj", "compare/objective_diff", "objective difference |J_hand − J_native|", _V, "compare", log10=True,
          raw=False),
     Stat("data_norm", "gradient/data_norm", "data gradient ‖∂L/∂θ‖ (penalty removed)", _G, per="param", log10=True,
-         early=True),
+         early=True, since_step1=True),
     Stat("penalty_norm", "gradient/penalty_norm", "penalty gradient ‖λW‖", _G, per="weight", log10=True, raw=False,
          early=True, needs="penalty"),
     Stat("total_norm", "gradient/total_norm", "total gradient ‖∂J/∂θ‖ = data + penalty", _G, per="param", log10=True,
@@ -95,6 +99,17 @@ def early_tag(s: Stat) -> str:
     return "early/" + (log10_tag(s) if s.log10 else s.tag).replace("/", "_")
 
 
+def since_step1_tag(s: Stat) -> str:
+    """``early/gradient_data_norm_since_step1_log10``: log10(v_t / v_1), decades gained (+) or lost (−) since step 1.
+
+    NOTE: why a second early chart. TensorBoard's Time Series ("Ignore outliers", on by default)
+    cuts the pooled values of a card at their 5% and 95% points; when one layer starts decades above
+    the others (seed001's output layer), its first steps are that 5%. Measured against its own step 1
+    every series starts at exactly 0, a value every nice axis has as a tick, so the top of the
+    axis lands on 0 whenever the other steps 2-3 lie within about a tick below it."""
+    return early_tag(s).removesuffix("_log10") + "_since_step1_log10"
+
+
 def _charts(s: Stat) -> list[tuple[str, str, str]]:
     """(category, title, tag) of the charts that show ``s``."""
     out = [(s.category, f"{s.chart}, log10", log10_tag(s))] if s.log10 else []
@@ -102,6 +117,8 @@ def _charts(s: Stat) -> list[tuple[str, str, str]]:
         out.append((s.category, s.chart, s.tag))
     if s.early:
         out.insert(0, (_E, f"{s.chart}{', log10' if s.log10 else ''}: steps 1-200", early_tag(s)))
+    if s.since_step1:
+        out.insert(0, (_E, f"{s.chart}: log10 of its ratio to step 1, steps 1-200", since_step1_tag(s)))
     return out
 
 
@@ -118,8 +135,16 @@ def layout(has: set[str]) -> dict:
     return {c: charts for c, charts in by_category.items() if charts}
 
 
-def expand(rows, early: bool, log=log10) -> dict[tuple[str, str], float]:
-    """(key, run, value) rows -> {(run, tag): value}: the raw tag, the log10 tag, the early tag, as declared."""
+def step1_values(rows) -> dict[tuple[str, str], float]:
+    """The step-1 rows a ``since_step1`` chart divides by: {(key, run): value}, zeros left out (no ratio)."""
+    return {(key, run): v for key, run, v in rows if _BY_KEY[key].since_step1 and v > 0}
+
+
+def expand(rows, early: bool, log=log10, step1: dict | None = None) -> dict[tuple[str, str], float]:
+    """(key, run, value) rows -> {(run, tag): value}: the raw tag, the log10 tag, the early tags, as declared.
+
+    ``step1``: :func:`step1_values` of the run's step 1; a run resumed past step 1 has none and
+    writes no ``since_step1`` chart (its ratio would be to another step)."""
     out = {}
     for key, run, v in rows:
         s = _BY_KEY[key]
@@ -129,4 +154,6 @@ def expand(rows, early: bool, log=log10) -> dict[tuple[str, str], float]:
             out[(run, log10_tag(s))] = log(v)
         if s.early and early:
             out[(run, early_tag(s))] = log(v) if s.log10 else v
+        if s.since_step1 and early and step1 and (key, run) in step1:
+            out[(run, since_step1_tag(s))] = log(v) - log(step1[(key, run)])
     return out
