@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import os
 import pickle
+import queue
 import sys
+import threading
 from pathlib import Path
 
 from . import protos
@@ -149,17 +151,28 @@ def _warm_up() -> None:
         pass
 
 
+def _read_all(stream, inbox: queue.SimpleQueue) -> None:
+    """Every message of ``stream`` into ``inbox``, then None: the pipe is emptied as fast as it fills, so the
+    training process never waits on a full pipe while a picture is being drawn."""
+    try:
+        while True:
+            inbox.put(pickle.load(stream))
+    except EOFError:
+        pass
+    finally:
+        inbox.put(None)
+
+
 def serve(stream, sink: Sink | None = None) -> int:
     """Write every message of ``stream`` until its end; 0, or 1 after saying what failed (once)."""
     sink = sink or Sink()
+    inbox: queue.SimpleQueue = queue.SimpleQueue()
+    threading.Thread(target=_read_all, args=(stream, inbox), name="handgrad-sink-reader", daemon=True).start()
     failed = False
-    while True:
-        try:
-            method, wall, args = pickle.load(stream)
-        except EOFError:
-            break
+    while (message := inbox.get()) is not None:
         if failed:
             continue
+        method, wall, args = message
         try:
             getattr(sink, method)(wall, *args)
         except Exception as err:  # NOTE: one sentence, then drain: the training process must never block on the pipe
@@ -178,9 +191,13 @@ def serve(stream, sink: Sink | None = None) -> int:
 def _yield_to_training() -> None:
     """Drawing is background work: it takes a core the training process leaves idle, not one it computes on."""
     try:
-        os.nice(10)
-    except (AttributeError, OSError):  # NOTE: no nice() on Windows; a refusal changes nothing written
-        pass
+        # NOTE: Linux's idle class runs it only on a core nothing else wants; elsewhere, a lower priority
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):
+        try:
+            os.nice(10)
+        except (AttributeError, OSError):  # NOTE: no nice() on Windows; a refusal changes nothing written
+            pass
 
 
 if __name__ == "__main__":
