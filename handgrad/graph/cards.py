@@ -19,10 +19,12 @@ import dataclasses
 from .layout import DENSE, Spacing, layout, segment_hits_box
 from .nodes import Edge, Graph, Node, format_number
 
-__all__ = ["CARD_PX", "cards", "card_spacing", "card_images"]
+__all__ = ["CARD_PX", "FULL_WIDTH_PX", "cards", "card_spacing", "card_images"]
 
 #: TensorBoard's image box in a Time Series card, (width, height) in px, at its default card width
 CARD_PX = (367, 215)
+#: the whole graph's picture ("full"), at most this wide
+FULL_WIDTH_PX = 960
 
 
 def _number(x: float) -> str:
@@ -115,7 +117,8 @@ def cards(graph: Graph, inputs: tuple[str, ...] = ("x",), most: int = 4) -> list
     captions = []
     for k, group in enumerate(groups):
         ops = ", ".join(dict.fromkeys(nodes[i].label for i in group if nodes[i].kind == "op"))
-        captions.append(f"{k + 1}/{count} {ops}: ‖value‖, ∂ ‖∂{out}/∂value‖" if count > 1 else f"‖value‖, ∂ ‖∂{out}/∂value‖")
+        captions.append(f"{k + 1}/{count} {ops}: ‖value‖, ∂ ‖∂{out}/∂value‖ (red)" if count > 1
+                        else f"‖value‖, ∂ ‖∂{out}/∂value‖ (red)")
     return list(zip(captions, parts))
 
 
@@ -154,7 +157,7 @@ def card_images(graph: Graph, size: tuple[int, int] = CARD_PX, full: bool = True
 
     ``"1"``, ``"2"``, ... : :func:`cards`, each drawn left to right at the largest size that fits
     ``size`` (so it shows 1:1 in TensorBoard's box); with ``full``, ``"full"``: the whole graph top
-    down, at most 960 px wide (for TensorBoard's "Show actual image size"). ``graph``: the model's
+    down, at most :data:`FULL_WIDTH_PX` wide (for TensorBoard's "Show actual image size"). ``graph``: the model's
     graph with gradients, as :func:`~handgrad.graph.model.read_model` gives it, or
     :func:`~handgrad.graph.nodes.detached`. Needs matplotlib, not torch.
     """
@@ -167,5 +170,5 @@ def card_images(graph: Graph, size: tuple[int, int] = CARD_PX, full: bool = True
         ppi = px * 72 / sp.label_pt * 0.999
         out.append((str(k + 1), image_of(piece, dpi=ppi, direction="LR", both=True, caption=caption, dense=sp)))
     if full:
-        out.append(("full", image_of(graph, dpi=100, direction="TB", both=True, max_width_px=960)))
+        out.append(("full", image_of(graph, dpi=100, direction="TB", both=True, max_width_px=FULL_WIDTH_PX)))
     return out
