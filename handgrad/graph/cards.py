@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from .layout import DENSE, Spacing, layout, segment_hits_box
+from .layout import DENSE, Box, Spacing, layout, segment_hits_box
 from .nodes import Edge, Graph, Node, format_number
 
 __all__ = ["CARD_PX", "FULL_WIDTH_PX", "cards", "card_spacing", "card_images"]
@@ -126,11 +126,21 @@ def cards(graph: Graph, inputs: tuple[str, ...] = ("x",), most: int = 4) -> list
 _SEPARATIONS = ((1.0, 0.1), (1.2, 0.1), (1.3, 0.05), (1.5, 0.1), (1.5, 0.15), (2.0, 0.15))
 
 
+def _head(path, size: float) -> Box:
+    """The box around the arrowhead at the end of ``path`` (``size`` inches long)."""
+    (x0, y0), (x1, y1) = path[-2], path[-1]
+    length = max(((x1 - x0) ** 2 + (y1 - y0) ** 2) ** 0.5, 1e-9)
+    t = size / 2 / length
+    return Box(x1 - (x1 - x0) * t, y1 - (y1 - y0) * t, size, size)
+
+
 def _clean(lay) -> bool:
     """No label on a node, on another label (with a hair of air) or crossed by another edge."""
     labels = [(i, b) for i, b in enumerate(lay.labels) if b.w]
+    heads = [_head(path, lay.spacing.arrow / 72) for path in lay.paths]  # NOTE: an arrowhead is wider than its line
     for i, b in labels:
-        if any(b.overlaps(n) for n in lay.nodes.values()) or any(b.overlaps(c, 0.01) for j, c in labels if j > i):
+        others = [h for j, h in enumerate(heads) if j != i]  # NOTE: a label sits on its own edge, head included
+        if any(b.overlaps(n) for n in [*lay.nodes.values(), *others]) or any(b.overlaps(c, 0.01) for j, c in labels if j > i):
             return False
         if any(segment_hits_box(b, p, q) for j, path in enumerate(lay.paths) if j != i for p, q in zip(path, path[1:])):
             return False

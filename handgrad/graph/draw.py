@@ -90,7 +90,7 @@ def figure(graph: Graph, dpi: float = 100, direction: str = "LR", both: bool = F
     for points, lb, lines in zip(lay.paths, lay.labels, edge_texts(graph, both)):
         points = points[::-1] if dashed else points
         codes = [MPath.MOVETO] + [MPath.LINETO] * (len(points) - 1)
-        ax.add_patch(FancyArrowPatch(path=MPath(points, codes), arrowstyle="-|>", mutation_scale=12, lw=1.1, color=color,
+        ax.add_patch(FancyArrowPatch(path=MPath(points, codes), arrowstyle="-|>", mutation_scale=sp.arrow, lw=1.1, color=color,
                                      linestyle="--" if dashed else "-", shrinkA=0, shrinkB=0))
         ax.add_patch(FancyBboxPatch((lb.x - lb.w / 2, lb.y - lb.h / 2), lb.w, lb.h, boxstyle="round,pad=0,rounding_size=0.04",
                                     facecolor="white", edgecolor="none"))

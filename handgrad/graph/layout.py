@@ -38,12 +38,13 @@ class Spacing:
     sep_extra: float  # ... plus this
     op_h: tuple[float, float] = (2.0, 0.0)  # an op's ellipse: height = text height * [0] + [1] ...
     op_w: tuple[float, float] = (1.35, 0.1)  # ... width = text width * [0] + [1] (at least its height)
+    arrow: float = 12  # arrowhead size, points
 
 
 #: the full picture's spacing: roomy, for a picture looked at in its own size
 LOOSE = Spacing(11, 9, 0.06, 0.7, 0.25, (0.3, 0.22), 0.5, 2.0, 0.15)
 #: a card's spacing: one font size, little room, so that a card shrunk into TensorBoard's box stays readable
-DENSE = Spacing(9, 9, 0.025, 0.2, 0.05, (0.12, 0.08), 0.12, 1.5, 0.15, (1.0, 0.14), (1.2, 0.08))
+DENSE = Spacing(9, 9, 0.025, 0.2, 0.05, (0.12, 0.08), 0.12, 1.5, 0.15, (1.0, 0.14), (1.2, 0.08), 8)
 NODE_PT, LABEL_PT = LOOSE.node_pt, LOOSE.label_pt  # font sizes, points
 
 
