@@ -109,9 +109,13 @@ def test_write_model_graph_writes_graph_image_and_text(tmp_path):
     gd = events.Graph()
     assert {"x", "layers.0.weight", "J"} <= {n.name for n in gd.node}
     assert any(n.op == "Affine" for n in gd.node)
-    (image,) = events.Images("graph/model")
+    assert sorted(t for t in events.Tags()["images"]) == [f"graph/model/{k}" for k in ("1", "2", "3", "full")]  # 2 layers, the loss
+    (image,) = events.Images("graph/model/full")
     assert image.step == 3 and 600 <= image.width <= PICTURE_WIDTH_PX
     assert image.encoded_image_string[:4] == b"\x89PNG"
+    for k in ("1", "2", "3"):  # NOTE: TensorBoard's Time Series shows an image in a 367 x 215 px box
+        (card,) = events.Images(f"graph/model/{k}")
+        assert card.step == 3 and card.width <= 367 and card.height <= 215
     assert "graph/model/mermaid/text_summary" in events.Tags()["tensors"]
 
 
@@ -179,16 +183,35 @@ def _graphs():
         yield name, G.build(*G.example(name), backward=True)
 
 
+def _check_page(lay, name):
+    assert _edges_through_labels(lay) == [], name
+    boxes = [*(b for b in lay.labels if b.w), *lay.nodes.values()]  # NOTE: a cut edge's far half has no label
+    assert not [(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1:] if a.overlaps(b)], name
+    for box in boxes:  # everything on the page
+        assert 0 <= box.x - box.w / 2 and box.x + box.w / 2 <= lay.width + 1e-9, name
+        assert 0 <= box.y - box.h / 2 and box.y + box.h / 2 <= lay.height + 1e-9, name
+
+
+def test_cards_of_the_default_mlp_are_legible_in_the_card_box_and_no_edge_crosses_a_label():
+    from handgrad.graph.cards import CARD_PX, card_spacing, cards
+
+    torch.manual_seed(0)
+    graph = G.read_model(MLP("hand", weight_decay=1e-4), torch.randn(128, 784), torch.randint(0, 10, (128,)))
+    small = G.read_model(*_model())
+    for caption, piece in [*cards(graph), *cards(small)]:
+        sp, px = card_spacing(piece, caption)
+        lay = G.layout(piece, "LR", True, caption, dense=sp)
+        _check_page(lay, caption)
+        # NOTE: TensorBoard scales the picture to fit its box: the labels' font size in px as shown
+        shown = sp.label_pt / 72 * min(CARD_PX[0] / lay.width, CARD_PX[1] / lay.height)
+        assert shown >= 9 and sp.node_pt >= sp.label_pt, (caption, shown)
+        assert px == pytest.approx(shown)
+
+
 @pytest.mark.parametrize("direction, both", [("TB", True), ("LR", False), ("LR", True), ("TB", False)])
 def test_no_edge_runs_through_a_label(direction, both):
     for name, graph in _graphs():
-        lay = G.layout(graph, direction, both)
-        assert _edges_through_labels(lay) == [], name
-        boxes = [*lay.labels, *lay.nodes.values()]
-        assert not [(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1:] if a.overlaps(b)], name
-        for box in boxes:  # everything on the page
-            assert 0 <= box.x - box.w / 2 and box.x + box.w / 2 <= lay.width + 1e-9, name
-            assert 0 <= box.y - box.h / 2 and box.y + box.h / 2 <= lay.height + 1e-9, name
+        _check_page(G.layout(graph, direction, both), name)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from handgrad import graph as G
+from handgrad.graph.nodes import Graph
 from handgrad.graph.tensorboard import node_facts
 from models.mlp import MLP
 
@@ -67,21 +68,44 @@ def test_a_process_without_torch_draws_a_pickled_graph_and_its_graph_data():
     assert n_nodes == str(len(graph.nodes)) and torch_loaded == "False"
 
 
-def test_pieces_keep_every_edge_and_cut_edges_show_on_both_sides():
-    from handgrad.graph.cards import pieces
-    from handgrad.graph.layout import layout, segment_hits_box
+_CARDS = """
+import pickle, sys
+graph = pickle.load(sys.stdin.buffer)
+from handgrad.graph.cards import card_images
+for suffix, image in card_images(graph):
+    print(suffix, image.shape[0], image.shape[1], image.dtype, int(image.min()))
+print("torch" in sys.modules)
+"""
 
-    graph = _mlp_graph()
-    parts = pieces(graph, 3)
-    assert len(parts) == 3
-    kept = [(e.value_norm, e.grad_norm) for p in parts for e in p.edges]
-    for e in graph.edges:  # every edge is drawn, a cut one twice (once in each piece)
-        assert kept.count((e.value_norm, e.grad_norm)) >= 1
-    assert len(kept) > len(graph.edges)
-    assert sum(n.kind == "ghost" for p in parts for n in p.nodes) == 2 * (len(kept) - len(graph.edges))
-    assert not any("×" in e.value for p in parts for e in p.edges)  # shapes left to the Graphs tab
-    for p in parts:
-        lay = layout(p, "LR", True)
-        hits = [(i, j) for i, box in enumerate(lay.labels) for j, path in enumerate(lay.paths)
-                if i != j and any(segment_hits_box(box, a, b) for a, b in zip(path, path[1:]))]
-        assert hits == []
+
+def test_a_process_without_torch_draws_the_cards():
+    out = _run(_CARDS, pickle.dumps(G.detached(_mlp_graph()))).splitlines()
+    assert out[-1] == "False"
+    rows = [line.split() for line in out[:-1]]
+    assert [r[0] for r in rows] == ["1", "2", "3", "4", "full"]  # 3 layers, then loss and penalty, then the whole
+    for suffix, h, w, dtype, darkest in rows:
+        assert dtype == "uint8" and int(darkest) < 100, suffix
+        if suffix != "full":  # NOTE: TensorBoard's box is 367 x 215: a card fills it in one direction
+            assert int(w) <= 367 and int(h) <= 215 and (int(w) >= 350 or int(h) >= 205), (suffix, h, w)
+
+
+def test_cards_keep_every_edge_with_both_numbers_and_cut_edges_show_on_both_sides():
+    from handgrad.graph.cards import cards
+    from handgrad.graph.layout import edge_texts
+
+    graph = G.detached(_mlp_graph())
+    parts = cards(graph)
+    assert len(parts) == 4
+    assert [c.split(":")[0] for c, _ in parts] == ["1/4 Affine, ReLU", "2/4 Affine, ReLU", "3/4 Affine", "4/4 CrossEntropy, L2, Add"]
+    labelled = [(e.value_norm, e.grad_norm) for _, p in parts for e in p.edges if e.value]
+    assert sorted(labelled) == sorted((e.value_norm, e.grad_norm) for e in graph.edges)  # every edge's numbers, once
+    ghosts = [n.label for _, p in parts for n in p.nodes if n.kind == "ghost"]
+    assert sorted(ghosts) == sorted(["Affine (2/4)", "ReLU (1/4)", "Affine (3/4)", "ReLU (2/4)", "CrossEntropy (4/4)",
+                                     "Affine (3/4)"])
+    assert any(n.label == "x" for n in parts[0][1].nodes)  # the input is drawn
+    w0 = [k for k, (_, p) in enumerate(parts) if any(n.label == "layers.0.weight" for n in p.nodes)]
+    assert w0 == [0, 3]  # in its layer and beside the penalty
+    x_edge = next(e for e in parts[0][1].edges if e.src == "x")
+    assert edge_texts(Graph([], [x_edge], True), both=True) == [
+        [f"{float(f'{x_edge.value_norm:.3g}'):g}", f"∂ {float(f'{x_edge.grad_norm:.3g}'):g}"]]
+    assert not any("×" in line for _, p in parts for lines in edge_texts(p, both=True) for line in lines)

@@ -335,7 +335,10 @@ def test_the_model_graph_goes_to_the_graphs_tab_images_and_text(logged_run):
     graph = EventAccumulator(str(logdir)).Reload().Graph()  # raises ValueError where no graph was written
     ops = {n.op for n in graph.node}
     assert {"Affine", "Parameter", "Input"} <= ops
-    assert [e.step for e in acc.Images("graph/model")] == [0]
+    cards = sorted(t for t in acc.Tags()["images"] if t.startswith("graph/model"))
+    assert cards == ["graph/model/1", "graph/model/2", "graph/model/3", "graph/model/4", "graph/model/full"]
+    assert all([e.step for e in acc.Images(t)] == [0] for t in cards)
+    assert all(acc.Images(t)[0].width <= 367 and acc.Images(t)[0].height <= 215 for t in cards[:-1])  # TensorBoard's box
     text = acc.Tensors("graph/model/mermaid/text_summary")[0].tensor_proto.string_val[0].decode()
     assert "flowchart" in text and "Affine" in text
 

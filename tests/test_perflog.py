@@ -49,4 +49,4 @@ def test_graph_drawn_later_from_a_copy_adds_no_statistics_and_reaches_the_events
     loop._log_graph(monitor, model, Data, 16)
     assert not monitor._pending
     monitor.close()
-    assert [e.step for e in read(tmp_path / "g").Images("graph/model")] == [0]
+    assert [e.step for e in read(tmp_path / "g").Images("graph/model/1")] == [0]

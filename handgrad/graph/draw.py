@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..files import write_atomically
-from .layout import _PAD, LABEL_PT, NODE_PT, _text_size, edge_texts, layout
+from .layout import _text_size, edge_texts, layout
 from .nodes import Graph
 
 if TYPE_CHECKING:  # NOTE: torch only where a tensor's graph is read (render, to_image)
@@ -50,12 +50,13 @@ def _caption(graph: Graph, both: bool) -> str:
 
 
 def figure(graph: Graph, dpi: float = 100, direction: str = "LR", both: bool = False, max_width_px: int | None = None,
-           caption: str | None = None):
+           caption: str | None = None, dense=False):
     """A matplotlib Figure (Agg canvas, no pyplot) of ``graph``: forward edges solid, gradients red and dashed.
 
     ``direction`` ``"TB"`` puts the inputs at the top; ``both`` writes the value and the gradient
     on every edge (the graph must be built with ``backward=True``); ``max_width_px`` lowers the dpi
-    so that the picture is at most that wide; ``caption`` replaces the line drawn above the graph.
+    so that the picture is at most that wide; ``caption`` replaces the line drawn above the graph;
+    ``dense``: one font size and little room (a card to be shown shrunk, see :mod:`~handgrad.graph.cards`).
     """
     _matplotlib()
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -64,7 +65,8 @@ def figure(graph: Graph, dpi: float = 100, direction: str = "LR", both: bool = F
     from matplotlib.path import Path as MPath
 
     caption = _caption(graph, both) if caption is None else caption
-    lay = layout(graph, direction, both, caption)
+    lay = layout(graph, direction, both, caption, dense)
+    sp = lay.spacing
     if max_width_px is not None:
         dpi = min(dpi, max_width_px / lay.width)
     fig = Figure(figsize=(lay.width, lay.height), dpi=dpi)
@@ -75,7 +77,7 @@ def figure(graph: Graph, dpi: float = 100, direction: str = "LR", both: bool = F
     ax.axis("off")
     dashed = graph.backward and not both
     color = _BACKWARD if dashed else _FORWARD
-    ax.text(0.1, 0.1, caption, fontsize=LABEL_PT, color="#777777", ha="left", va="top")
+    ax.text(min(0.1, sp.margin), min(0.1, sp.margin), caption, fontsize=sp.label_pt, color="#777777", ha="left", va="top")
     for n in graph.nodes:
         b = lay.nodes[n.id]
         if n.kind == "op":
@@ -84,19 +86,19 @@ def figure(graph: Graph, dpi: float = 100, direction: str = "LR", both: bool = F
             patch = FancyBboxPatch((b.x - b.w / 2, b.y - b.h / 2), b.w, b.h, boxstyle="round,pad=0,rounding_size=0.06",
                                    facecolor=_COLORS[n.kind], edgecolor="#555555", lw=1, linestyle="--" if n.kind == "ghost" else "-")
         ax.add_patch(patch)
-        ax.text(b.x, b.y, n.label, fontsize=NODE_PT, ha="center", va="center")
+        ax.text(b.x, b.y, n.label, fontsize=sp.node_pt, ha="center", va="center")
     for points, lb, lines in zip(lay.paths, lay.labels, edge_texts(graph, both)):
         points = points[::-1] if dashed else points
         codes = [MPath.MOVETO] + [MPath.LINETO] * (len(points) - 1)
-        ax.add_patch(FancyArrowPatch(path=MPath(points, codes), arrowstyle="-|>", mutation_scale=12, lw=1.1, color=color,
+        ax.add_patch(FancyArrowPatch(path=MPath(points, codes), arrowstyle="-|>", mutation_scale=sp.arrow, lw=1.1, color=color,
                                      linestyle="--" if dashed else "-", shrinkA=0, shrinkB=0))
         ax.add_patch(FancyBboxPatch((lb.x - lb.w / 2, lb.y - lb.h / 2), lb.w, lb.h, boxstyle="round,pad=0,rounding_size=0.04",
                                     facecolor="white", edgecolor="none"))
         colors = [_FORWARD, _BACKWARD] if both else [color]
-        top = lb.y - lb.h / 2 + _PAD
+        top = lb.y - lb.h / 2 + sp.pad
         for text, ink in zip(lines, colors):
-            h = _text_size(text, LABEL_PT)[1]
-            ax.text(lb.x, top + h / 2, text, fontsize=LABEL_PT, color=ink, ha="center", va="center")
+            h = _text_size(text, sp.label_pt)[1]
+            ax.text(lb.x, top + h / 2, text, fontsize=sp.label_pt, color=ink, ha="center", va="center")
             top += h
     return fig
 
@@ -134,10 +136,10 @@ def to_image(output: torch.Tensor, names: Mapping[str, torch.Tensor] | None = No
 
 
 def image_of(graph: Graph, dpi: float = 100, direction: str = "LR", both: bool = False, max_width_px: int | None = None,
-             caption: str | None = None):
+             caption: str | None = None, dense=False):
     """The picture of a built :class:`Graph` as an (H, W, 3) uint8 array (arguments as :func:`figure`)."""
     import numpy as np
 
-    fig = figure(graph, dpi=dpi, direction=direction, both=both, max_width_px=max_width_px, caption=caption)
+    fig = figure(graph, dpi=dpi, direction=direction, both=both, max_width_px=max_width_px, caption=caption, dense=dense)
     fig.canvas.draw()
     return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()

@@ -20,12 +20,32 @@ from dataclasses import dataclass
 
 from .nodes import Graph, Node
 
-__all__ = ["Box", "Layout", "layout", "edge_texts", "segment_hits_box", "NODE_PT", "LABEL_PT"]
+__all__ = ["Box", "Layout", "Spacing", "LOOSE", "DENSE", "layout", "edge_texts", "segment_hits_box", "NODE_PT", "LABEL_PT"]
 
-NODE_PT, LABEL_PT = 11, 9  # font sizes, points
-_PAD = 0.06  # inches of white around a label's text
-_MIN_GAP = 0.7  # inches between layers at least
-_MARGIN = 0.25  # inches around the picture
+
+@dataclass(frozen=True)
+class Spacing:
+    """Font sizes (points) and the room around things (inches) of a picture."""
+
+    node_pt: float  # node names
+    label_pt: float  # edge labels and the caption
+    pad: float  # white around a label's text
+    min_gap: float  # between layers at least
+    margin: float  # around the picture
+    node_pad: tuple[float, float]  # a box node's room around its name, across and along
+    gap_extra: float  # room beside the widest label in a gap between layers (left to right)
+    sep_labels: float  # room between stacked items, in label heights (left to right) ...
+    sep_extra: float  # ... plus this
+    op_h: tuple[float, float] = (2.0, 0.0)  # an op's ellipse: height = text height * [0] + [1] ...
+    op_w: tuple[float, float] = (1.35, 0.1)  # ... width = text width * [0] + [1] (at least its height)
+    arrow: float = 12  # arrowhead size, points
+
+
+#: the full picture's spacing: roomy, for a picture looked at in its own size
+LOOSE = Spacing(11, 9, 0.06, 0.7, 0.25, (0.3, 0.22), 0.5, 2.0, 0.15)
+#: a card's spacing: one font size, little room, so that a card shrunk into TensorBoard's box stays readable
+DENSE = Spacing(9, 9, 0.025, 0.2, 0.05, (0.12, 0.08), 0.12, 1.5, 0.15, (1.0, 0.14), (1.2, 0.08), 8)
+NODE_PT, LABEL_PT = LOOSE.node_pt, LOOSE.label_pt  # font sizes, points
 
 
 @dataclass
@@ -55,6 +75,7 @@ class Layout:
     paths: list[list[tuple[float, float]]]  # one polyline per graph edge, source to destination
     labels: list[Box]  # where each edge's label sits
     caption_h: float = 0.0  # room at the top for the caption
+    spacing: Spacing = LOOSE
 
 
 @functools.lru_cache(maxsize=1)
@@ -73,49 +94,57 @@ def _text_size(text: str, points: float) -> tuple[float, float]:
     return width / 72, points * 1.25 / 72
 
 
-def _node_size(node: Node) -> tuple[float, float]:
-    w, h = _text_size(node.label, NODE_PT)
-    if node.kind == "op":  # an ellipse around the text, a circle for short names
-        side = max(h * 2.0, w * 1.35 + 0.1)
-        return side, h * 2.0
-    return w + 0.3, h + 0.22
+def _node_size(node: Node, sp: Spacing = LOOSE) -> tuple[float, float]:
+    w, h = _text_size(node.label, sp.node_pt)
+    if node.kind == "op":  # an ellipse around the text (a circle for short names when loose, flat when dense)
+        tall = h * sp.op_h[0] + sp.op_h[1]
+        return max(tall, w * sp.op_w[0] + sp.op_w[1]), tall
+    return w + sp.node_pad[0], h + sp.node_pad[1]
 
 
 def edge_texts(graph: Graph, both: bool = False) -> list[list[str]]:
     """The lines of each edge's label: its value, its gradient, or with ``both`` the value above the gradient."""
     if both:  # NOTE: the value line already names the edge and its shape; the gradient line adds only its norm
-        return [[e.value, "∂ " + re.sub(r"^(d\S+ = )?(\d+(×\d+)*, )?", "", e.grad or "?")] for e in graph.edges]
+        # NOTE: an edge with an empty value has no label (a card draws a cut edge's label on one side only)
+        return [[e.value, "∂ " + re.sub(r"^(d\S+ = )?(\d+(×\d+)*, )?", "", e.grad or "?")] if e.value else [] for e in graph.edges]
     return [[e.grad if graph.backward else e.value] for e in graph.edges]
 
 
-def _label_size(lines: list[str]) -> tuple[float, float]:
-    sizes = [_text_size(t, LABEL_PT) for t in lines]
-    return max(w for w, _ in sizes) + 2 * _PAD, sum(h for _, h in sizes) + 2 * _PAD
+def _label_size(lines: list[str], sp: Spacing = LOOSE) -> tuple[float, float]:
+    if not lines:
+        return 0.0, 0.0
+    sizes = [_text_size(t, sp.label_pt) for t in lines]
+    return max(w for w, _ in sizes) + 2 * sp.pad, sum(h for _, h in sizes) + 2 * sp.pad
 
 
-def layout(graph: Graph, direction: str = "LR", both: bool = False, caption: str = "caption") -> Layout:
+def layout(graph: Graph, direction: str = "LR", both: bool = False, caption: str = "caption",
+           dense: bool | Spacing = False) -> Layout:
     """Positions of nodes, edge polylines and labels; no two labels overlap, and no edge runs through a label.
 
     ``direction``: ``"LR"`` (inputs left, output right) or ``"TB"`` (inputs at the top). ``both``:
     each label holds the value and the gradient (needs a graph built with ``backward=True``).
-    ``caption``: the line drawn above the graph (the page is made wide enough for it).
+    ``caption``: the line drawn above the graph (the page is made wide enough for it). ``dense``:
+    one font size and little room between things (:data:`DENSE`, or the :class:`Spacing` given),
+    for a picture shown shrunk.
     """
     if direction not in ("LR", "TB"):
         raise ValueError(f"handgrad.graph.layout: direction must be 'LR' or 'TB', got {direction!r}.")
     turn = direction == "TB"
-    label_sizes = [_label_size(lines) for lines in edge_texts(graph, both)]
-    caption_w, caption_h = _text_size(caption, LABEL_PT)
-    caption_h += _MARGIN
-    sizes = {n.id: _node_size(n) for n in graph.nodes}
+    sp = dense if isinstance(dense, Spacing) else DENSE if dense else LOOSE
+    label_sizes = [_label_size(lines, sp) for lines in edge_texts(graph, both)]
+    caption_w, caption_h = _text_size(caption, sp.label_pt)
+    caption_h += sp.margin * 2 if sp is not LOOSE else sp.margin
+    sizes = {n.id: _node_size(n, sp) for n in graph.nodes}
     if turn:  # NOTE: lay out with width and height swapped, then turn the result
         label_sizes = [(h, w) for w, h in label_sizes]
         sizes = {k: (h, w) for k, (w, h) in sizes.items()}
-    lay = _layered(graph, sizes, label_sizes, turn)
+    lay = _layered(graph, sizes, label_sizes, turn, sp)
     if turn:
         lay = Layout(lay.height, lay.width, {k: b.turned() for k, b in lay.nodes.items()},
                      [[(y, x) for x, y in path] for path in lay.paths], [b.turned() for b in lay.labels])
     lay = _shifted(lay, caption_h)
-    lay.width = max(lay.width, caption_w + 0.2)
+    lay.width = max(lay.width, caption_w + 2 * sp.margin if sp is not LOOSE else caption_w + 0.2)
+    lay.spacing = sp
     return lay
 
 
@@ -126,7 +155,7 @@ def _shifted(lay: Layout, dy: float) -> Layout:
                   [Box(b.x, b.y + dy, b.w, b.h) for b in lay.labels], dy)
 
 
-def _layered(graph: Graph, sizes: dict, label_sizes: list, turned: bool) -> Layout:
+def _layered(graph: Graph, sizes: dict, label_sizes: list, turned: bool, sp: Spacing = LOOSE) -> Layout:
     """The left-to-right layout for item ``sizes`` (layer axis first) and label sizes."""
     col = _columns(graph)
     label_h = max((h for _, h in label_sizes), default=0.2)
@@ -140,18 +169,18 @@ def _layered(graph: Graph, sizes: dict, label_sizes: list, turned: bool) -> Layo
             room[e.src] = max(room[e.src], lh + 0.1)
         chains.append([e.src, *dummies, e.dst])
     columns = _order_columns(graph, col, chains)
-    ys = _place_rows(columns, room, chains, sep=0.35 if turned else 2 * label_h + 0.15)
+    ys = _place_rows(columns, room, chains, sep=0.35 if turned else sp.sep_labels * label_h + sp.sep_extra)
 
-    gap = (lambda w: 2.5 * w + 0.3) if turned else (lambda w: w + 0.5)
-    least = [_MIN_GAP] * len(columns)
+    gap = (lambda w: 2.5 * w + 0.3) if turned else (lambda w: w + sp.gap_extra if w else 0.0)
+    least = [sp.min_gap] * len(columns)
     if turned:  # NOTE: labels of edges that meet at one node stack along the gap before it: room for all of them
         thick = max((w for w, _ in label_sizes), default=0.0)
         for e in graph.edges:
             c = col[e.dst] - 1
             least[c] = max(least[c], (sum(1 for f in graph.edges if f.dst == e.dst) + 0.6) * thick)
-    xs, col_left, col_right, width = _place_columns(columns, sizes, chains, col, label_sizes, gap, least)
-    boxes = {i: Box(xs[i], ys[i] + _MARGIN, *sizes[i]) for i in xs}
-    height = max(ys[i] + room[i] / 2 for i in ys) + 2 * _MARGIN
+    xs, col_left, col_right, width = _place_columns(columns, sizes, chains, col, label_sizes, gap, least, sp.margin)
+    boxes = {i: Box(xs[i], ys[i] + sp.margin, *sizes[i]) for i in xs}
+    height = max(ys[i] + room[i] / 2 for i in ys) + 2 * sp.margin
     kinds = {n.id: n.kind for n in graph.nodes}
 
     paths = []
@@ -282,7 +311,7 @@ def _clip(box: Box, kind: str, towards: tuple[float, float]) -> tuple[float, flo
     return box.x + dx * t, box.y + dy * t
 
 
-def _place_columns(columns, sizes, chains, col, label_sizes, gap, least):
+def _place_columns(columns, sizes, chains, col, label_sizes, gap, least, margin):
     """x of every item, each column's left and right edge, and the page width.
 
     A gap between columns is at least ``least[c]`` and wide enough (``gap(label width)``) for the
@@ -292,14 +321,14 @@ def _place_columns(columns, sizes, chains, col, label_sizes, gap, least):
     for chain, (w, _) in zip(chains, label_sizes):
         for c in range(col[chain[0]], col[chain[-1]]):
             gaps[c] = max(gaps[c], gap(w))
-    x_left, xs, col_left, col_right = _MARGIN, {}, [], []
+    x_left, xs, col_left, col_right = margin, {}, [], []
     for c, items in enumerate(columns):
         width = max((sizes[i][0] for i in items), default=0.0)
         col_left.append(x_left)
         col_right.append(x_left + width)
         xs.update({item: x_left + width / 2 for item in items})
         x_left += width + gaps[c]
-    return xs, col_left, col_right, x_left - gaps[-1] + _MARGIN
+    return xs, col_left, col_right, x_left - gaps[-1] + margin
 
 
 _SPOTS = (0.5, 0.3, 0.7, 0.15, 0.85, 0.4, 0.6, 0.05, 0.95, 0.22, 0.78, 0.0, 1.0)
@@ -335,11 +364,12 @@ def _place_labels(chains, paths, label_sizes, col, col_left, col_right, obstacle
     return placed
 
 
-def _overlap(box: Box, others: list[Box]) -> float:
+def _overlap(box: Box, others: list[Box], air: float = 0.04) -> float:
+    """How much ``box`` overlaps ``others``, each kept ``air`` inches apart (NOTE: touching labels read as one)."""
     total = 0.0
     for o in others:
-        dx = (box.w + o.w) / 2 - abs(box.x - o.x)
-        dy = (box.h + o.h) / 2 - abs(box.y - o.y)
+        dx = (box.w + o.w) / 2 + air - abs(box.x - o.x)
+        dy = (box.h + o.h) / 2 + air - abs(box.y - o.y)
         if dx > 0 and dy > 0:
             total += dx * dy
     return total

@@ -18,6 +18,7 @@ import dataclasses
 import torch
 
 from .. import compat
+from .cards import FULL_WIDTH_PX
 from .graphdef import graph_def_of
 from .model import read_model
 from .reading import Graph
@@ -25,8 +26,8 @@ from .text import mermaid_of
 
 __all__ = ["graph_def", "node_facts", "write_model_graph", "PICTURE_WIDTH_PX"]
 
-#: the picture's width at most: TensorBoard's image card shows it whole
-PICTURE_WIDTH_PX = 960
+#: the whole graph's picture (``tag/full``) is at most this wide
+PICTURE_WIDTH_PX = FULL_WIDTH_PX
 
 _OPS = {"leaf": "Parameter", "output": "Output"}
 
@@ -90,16 +91,18 @@ def write_model_graph(writer, model: torch.nn.Module, x: torch.Tensor, target: t
     """Write the graph of ``model.objective(x, target)`` on one batch to a ``SummaryWriter``.
 
     Three things, all at ``step``: the Graphs tab's graph data (:func:`graph_def`, ops, parameters
-    and the input ``x`` as nodes, shapes and value / gradient norms as attributes); the picture in
-    Images under ``tag`` (top down, value and gradient on every edge, at most
-    :data:`PICTURE_WIDTH_PX` wide); the mermaid source in Text under ``tag + "/mermaid"``. Every
+    and the input ``x`` as nodes, shapes and value / gradient norms as attributes); the pictures in
+    Images (:func:`~handgrad.graph.cards.card_images`: ``tag/1``, ``tag/2``, ... one card-sized
+    picture per layer and one for the loss, value and gradient on every edge; ``tag/full`` the whole
+    graph top down, at most :data:`PICTURE_WIDTH_PX` wide); the mermaid source in Text under
+    ``tag + "/mermaid"``. Every
     ``.grad`` is left as it was. Returns the graph. Without matplotlib the picture alone is
     missing: the rest is written, then :class:`~handgrad.graph.draw.MatplotlibMissing` says so in
     one sentence.
     """
     from tensorboard.compat.proto.event_pb2 import Event
 
-    from .draw import image_of
+    from .cards import card_images
 
     graph = read_model(model, x, target, backward=True, draw_input=True)
     files = compat.event_file_writer(writer)
@@ -107,6 +110,6 @@ def write_model_graph(writer, model: torch.nn.Module, x: torch.Tensor, target: t
     forward = mermaid_of(dataclasses.replace(graph, backward=False))
     text = f"{forward}\n{mermaid_of(graph)}"
     writer.add_text(f"{tag}/mermaid", "\n".join("    " + line for line in text.splitlines()), step)
-    writer.add_image(tag, image_of(graph, dpi=100, direction="TB", both=True, max_width_px=PICTURE_WIDTH_PX), step,
-                     dataformats="HWC")
+    for suffix, image in card_images(graph):
+        writer.add_image(f"{tag}/{suffix}", image, step, dataformats="HWC")
     return graph

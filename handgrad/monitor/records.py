@@ -8,8 +8,9 @@ from collections.abc import Mapping
 
 __all__ = ["RunRecords", "GRAPH_PICTURE"]
 
-#: how the writer process draws the model graph's picture (handgrad.graph.draw.image_of's arguments)
-GRAPH_PICTURE = {"dpi": 100, "direction": "TB", "both": True}
+#: how the writer process draws the model graph's pictures (handgrad.graph.cards.card_images's arguments):
+#: cards that fit TensorBoard's image box (px), and the whole graph at its own size
+GRAPH_PICTURE = {"size": (367, 215), "full": True}
 
 
 class RunRecords:
@@ -34,8 +35,7 @@ class RunRecords:
         finally:
             self._capture = capture
         mermaid = f"{mermaid_of(dataclasses.replace(graph, backward=False))}\n{mermaid_of(graph)}"
-        picture = {**GRAPH_PICTURE, "max_width_px": graph_tb.PICTURE_WIDTH_PX}
-        self.events.model_graph(step, tag, graph_tb.node_facts(graph), detached(graph), mermaid, picture)
+        self.events.model_graph(step, tag, graph_tb.node_facts(graph), detached(graph), mermaid, dict(GRAPH_PICTURE))
 
     def config(self, config: Mapping) -> None:
         self._config = dict(config)

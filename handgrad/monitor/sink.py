@@ -87,14 +87,20 @@ class Sink:
         for run, tag, *facts in rows:
             self._write(run, protos.histogram(tag, *facts), step, wall)
 
-    def _picture(self, wall: float, step: int, tag: str, draw, png_name: str | None) -> None:
+    def _drawn(self, draw):
+        """What ``draw()`` returns, or None where matplotlib is missing (said once)."""
         try:
-            picture = draw()
+            return draw()
         except ImportError:  # NOTE: matplotlib is optional: the rest of the dashboard is written
             if "matplotlib" not in self._told:
                 self._told.add("matplotlib")
                 print("matplotlib is not installed: the dashboard's pictures are skipped (pip install matplotlib).",
                       file=sys.stderr)
+            return None
+
+    def _picture(self, wall: float, step: int, tag: str, draw, png_name: str | None) -> None:
+        picture = self._drawn(draw)
+        if picture is None:
             return
         png = protos.png_bytes(picture)
         self._write("", protos.image(tag, png, *picture.shape[:2]), step, wall)
@@ -122,7 +128,10 @@ class Sink:
         self._picture(wall, step, tag, draw, png_name)
 
     def model_graph(self, wall: float, step: int, tag: str, facts: list[dict], graph, mermaid: str, picture: dict) -> None:
-        """The Graphs tab's graph data, the picture in Images under ``tag`` and the mermaid source in Text."""
+        """The Graphs tab's graph data, the pictures in Images under ``tag/1``, ``tag/2``, ... and the mermaid source in Text.
+
+        ``picture``: :func:`handgrad.graph.cards.card_images`'s keyword arguments.
+        """
         from tensorboard.compat.proto.event_pb2 import Event
 
         from ..graph.graphdef import graph_def_of
@@ -131,11 +140,12 @@ class Sink:
         self.text(wall, step, f"{tag}/mermaid", "\n".join("    " + line for line in mermaid.splitlines()))
 
         def draw():
-            from ..graph.draw import image_of
+            from ..graph.cards import card_images
 
-            return image_of(graph, **picture)
+            return card_images(graph, **picture)
 
-        self._picture(wall, step, tag, draw, None)
+        for suffix, image in self._drawn(draw) or []:
+            self._write("", protos.image(f"{tag}/{suffix}", protos.png_bytes(image), *image.shape[:2]), step, wall)
 
 
 def _warm_up() -> None:
