@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> dict:
             print(done)
             return {"history": [], "source": data.source, "logdir": None, "device": str(device), "nothing_to_do": True}
         check_save_data(out.save, data.identity(), args.overwrite, args.resume)
-        run = build(args, ops, out, procs, device, dtype, data, start)
+        run = build(args, ops, out, procs, device, dtype, data, start, fresh=state is None)
         resume(run, state, extended=state is not None and is_finished(state))
         open_monitor(run)
         train_epochs(run)

@@ -18,7 +18,6 @@ import torch
 from handgrad import compat, distributed
 from handgrad.checkpoint import save_checkpoint
 from handgrad.compare import CompareResult, GradientMismatch
-from handgrad.monitor import Monitor
 from handgrad.resume import TrainError
 from models.flags import HPARAMS
 from models.mlp import MLP
@@ -95,15 +94,6 @@ def evaluate(model: MLP, data, batch_size: int = 1000) -> tuple[float, float]:
     model.train()
     n = max(data.test_y.numel(), 1)
     return total_loss.item() / n, 100.0 * correct.item() / n
-
-
-def _log_graph(monitor: Monitor, model: MLP, data, batch_size: int) -> None:
-    """The objective's autograd graph on one test batch: Graphs-tab data, the picture in Images, mermaid in Text.
-
-    Read at step 0 (about 20 ms), drawn by the monitor's writer process while training goes on.
-    """
-    if monitor.events is not None:
-        monitor.model_graph(model, data.test_x[:batch_size], data.test_y[:batch_size], step=0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -232,7 +222,6 @@ def train_epochs(run: Run) -> None:
     _announce(run)
     try:
         run.monitor.start(run.step, lambda: evaluate(run.model, run.data))
-        _log_graph(run.monitor, run.model, run.data, args.batch_size)
         while run.epoch < last_epoch:
             train_epoch(run)
     except KeyboardInterrupt:

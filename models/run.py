@@ -167,8 +167,14 @@ class Run:
 
 
 def build(args, ops: OpsChoice, out: Outputs, procs: distributed.Processes, device: torch.device, dtype: torch.dtype,
-          data: MNISTData, schedule_start: int = 0) -> Run:
-    """The model, its SGD optimizer and learning-rate schedule, and the objective each step calls."""
+          data: MNISTData, schedule_start: int = 0, fresh: bool = False) -> Run:
+    """The model, its SGD optimizer and learning-rate schedule, and the objective each step calls.
+
+    A ``fresh`` run (no checkpoint to load) opens its monitor as soon as the model exists and hands
+    the model's graph at step 0 to the writer process, which draws it while the optimizer's first
+    construction imports torch's compiler stack (about 1.5 s that the training process spends
+    importing, not computing).
+    """
     config = {**vars(args), "hidden": list(args.hidden), "processes": procs.world, "schedule_start": schedule_start}
     model_kwargs = dict(hidden=args.hidden, activation=args.activation, loss=args.loss,
                         weight_decay=args.weight_decay, bias=args.bias, device=device, dtype=dtype)
@@ -178,6 +184,9 @@ def build(args, ops: OpsChoice, out: Outputs, procs: distributed.Processes, devi
 
         namespace = inject(get_ops("hand"), args.inject_fault)
     model = MLP(namespace, **model_kwargs)
+    monitor = _monitor(args, ops, out, data, model) if fresh else None
+    if monitor is not None:
+        monitor.model_graph(model, data.test_x[:args.batch_size], data.test_y[:args.batch_size], step=0)
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum, nesterov=args.momentum > 0)
     steps_per_epoch = data.steps_per_epoch(args.batch_size)
     total_steps = (args.epochs - schedule_start) * steps_per_epoch
@@ -186,7 +195,7 @@ def build(args, ops: OpsChoice, out: Outputs, procs: distributed.Processes, devi
     if procs.launched:
         objective = procs.objective(Objective(model), compile=args.compile)  # DDP: each process runs its rows of every batch
     return Run(args, ops, out, procs, config, device, data, model, model_kwargs, optimizer, scheduler, objective,
-               steps_per_epoch, total_steps, schedule_start)
+               steps_per_epoch, total_steps, schedule_start, monitor=monitor)
 
 
 def resume(run: Run, state: dict | None, extended: bool) -> None:
@@ -240,12 +249,19 @@ def open_comparison(run: Run) -> Comparison | None:
     return Comparison(run.model, MLP(get_ops("native"), **run.model_kwargs), run.ops.compare_tol, run.ops.compare_dtype)
 
 
+def _monitor(args, ops: OpsChoice, out: Outputs, data: MNISTData, model: MLP) -> Monitor:
+    spe = data.steps_per_epoch(args.batch_size)
+    schedule = LogSchedule(total_steps=args.epochs * spe, steps_per_epoch=spe, full_batches=data.train_size // args.batch_size,
+                           log_every=args.log_every, log_dense=args.log_dense, histograms=args.histograms)
+    return Monitor(out.logdir, model, schedule, compare_tol=ops.compare_tol)
+
+
 def open_monitor(run: Run) -> None:
-    """TensorBoard's monitor (and, with --ops compare, the comparison that reports into it)."""
-    args, data = run.args, run.data
-    schedule = LogSchedule(total_steps=args.epochs * run.steps_per_epoch, steps_per_epoch=run.steps_per_epoch,
-                           full_batches=data.train_size // args.batch_size, log_every=args.log_every,
-                           log_dense=args.log_dense, histograms=args.histograms)
-    run.monitor = Monitor(run.out.logdir, run.model, schedule, compare_tol=run.ops.compare_tol)
-    run.monitor.config({**run.config, "device": str(run.device), "data": data.source})
+    """TensorBoard's monitor (a resumed run's: a fresh one's is open since build) and, with --ops compare, the comparison."""
+    if run.monitor is None:
+        run.monitor = _monitor(run.args, run.ops, run.out, run.data, run.model)
+        if run.out.logdir:
+            run.monitor.model_graph(run.model, run.data.test_x[:run.args.batch_size],
+                                    run.data.test_y[:run.args.batch_size], step=run.step)
+    run.monitor.config({**run.config, "device": str(run.device), "data": run.data.source})
     run.comparison = open_comparison(run)

@@ -36,17 +36,13 @@ def test_weight_histogram_holds_the_weights_of_its_step_not_those_after_the_upda
     assert event.histogram_value.sum != pytest.approx(before + weight.numel(), rel=1e-3)
 
 
-def test_graph_drawn_later_from_a_copy_adds_no_statistics_and_reaches_the_events(tmp_path):
-    from models import loop
-
+def test_reading_the_model_graph_adds_no_statistics_and_reaches_the_events(tmp_path):
     model = MLP("hand", hidden=(8,))
     monitor = Monitor(str(tmp_path / "g"), model, LogSchedule(1, 1, 1))
-    monitor.before_forward(1)  # NOTE: capture on, as during a logged step: the copy's forward must not be seen
-
-    class Data:
-        test_x, test_y = torch.randn(16, 784), torch.randint(0, 10, (16,))
-
-    loop._log_graph(monitor, model, Data, 16)
-    assert not monitor._pending
+    monitor.before_forward(1)  # NOTE: capture on, as during a logged step: the graph's forward pass must not be counted
+    weight_grad = model.layers[0].weight.grad
+    monitor.model_graph(model, torch.randn(16, 784), torch.randint(0, 10, (16,)), step=0)
+    assert not monitor._pending and monitor._capture
+    assert model.layers[0].weight.grad is weight_grad  # NOTE: the graph's gradients leave .grad alone
     monitor.close()
     assert [e.step for e in read(tmp_path / "g").Images("graph/model/1")] == [0]

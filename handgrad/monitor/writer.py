@@ -19,6 +19,7 @@ from pathlib import Path
 __all__ = ["WriterProcess", "WriterFailed", "prestart"]
 
 _SPARE: subprocess.Popen | None = None
+_BUFFER = 1 << 16  # NOTE: one histogram message is about 7 kB
 
 
 class WriterFailed(RuntimeError):
@@ -30,7 +31,7 @@ def _spawn() -> subprocess.Popen:
     env = dict(os.environ)
     # NOTE: the child imports this same handgrad, wherever the parent found it (a checkout, sys.path edits)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
-    return subprocess.Popen([sys.executable, "-m", "handgrad.monitor.sink"], stdin=subprocess.PIPE, env=env,
+    return subprocess.Popen([sys.executable, "-m", "handgrad.monitor.sink"], stdin=subprocess.PIPE, env=env, bufsize=_BUFFER,
                             start_new_session=True)  # NOTE: Ctrl-C goes to the trainer, which closes the writer
 
 
@@ -61,6 +62,7 @@ class WriterProcess:
             return
         try:
             pickle.dump((method, time.time(), args), self._proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+            # NOTE: at once: the writer keeps up record by record, so close() finds little left to do
             self._proc.stdin.flush()
         except (BrokenPipeError, OSError):  # NOTE: it said why on stderr; close() raises
             self._lost = True
