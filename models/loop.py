@@ -139,7 +139,8 @@ def train_step(run: Run, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         raise _not_finite(run)
     verdict = compare_step(run, x, y, step, total)
     run.monitor.compare(step, verdict)  # NOTE: the comparison returns its errors; the monitor draws them
-    run.monitor.before_update(step, logits, run.procs.local_targets(y))
+    run.monitor.before_update(step, logits, run.procs.local_targets(y),
+                              {"train/loss": loss, "train/lr": run.optimizer.param_groups[0]["lr"]})
     if verdict is not None and not verdict.ok:
         raise GradientMismatch(verdict.message)
     with CTRL_C.held():

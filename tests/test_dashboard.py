@@ -307,6 +307,10 @@ def test_an_injected_fault_stops_a_compare_run_with_every_chart_written(tmp_path
     assert runs["tolerance"].Scalars("compare/rel_err_log10")[0].value == -8
     assert runs["float32 noise"].Scalars("compare/rel_err_log10")[0].value > -8
     assert "hparam/compare_step" in runs[""].Tags()["scalars"]  # the HParams tab has the failed run
+    assert [e.step for e in runs[""].Scalars("loss/train_step")] == [1] == [e.step for e in runs[""].Scalars("run/lr")]
+    # NOTE: the injected gradient scaler is an op of the graph too: it must not break the cards
+    cards = sorted(t for t in runs[""].Tags()["images"] if t.startswith("graph/model/"))
+    assert cards == ["graph/model/1", "graph/model/2", "graph/model/3", "graph/model/4", "graph/model/full"]
 
 
 @pytest.mark.parametrize("text", ["relu", "relu:scale", "relu:scale=x", "relu:factor=2", ":scale=2"])

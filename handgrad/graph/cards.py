@@ -67,7 +67,10 @@ def _groups(graph: Graph, inputs: tuple[str, ...], most: int) -> list[list[str]]
             reach.add(n.id)
         takes_params = any(e.src in leaves and e.src not in reach for e in edges)
         out_shape = next((f.shape for f in graph.edges if f.src == n.id), None)
-        elementwise = len(edges) == 1 and layers and edges[0].src == layers[-1][-1] and out_shape == edges[0].shape
+        # NOTE: where a shape is unknown (someone else's Function, e.g. --inject-fault's gradient
+        # scaler, saves nothing to read it from), an op that takes the layer's output alone stays in the layer
+        elementwise = (len(edges) == 1 and layers and edges[0].src == layers[-1][-1]
+                       and (None in (out_shape, edges[0].shape) or out_shape == edges[0].shape))
         if tail or not on_path:
             tail.append(n.id)
         elif takes_params:

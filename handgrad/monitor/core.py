@@ -111,8 +111,13 @@ class Monitor(RunRecords):
         grads = [p.grad.detach() if p.grad is not None else torch.zeros_like(p) for _, p in self._named]
         return data_gradients(grads, [p.detach() for _, p in self._named], self._penalized, self._lam)
 
-    def before_update(self, step: int, logits: torch.Tensor | None = None, target: torch.Tensor | None = None) -> None:
-        """Gradient statistics of this step, taken while the weights are those the gradient belongs to."""
+    def before_update(self, step: int, logits: torch.Tensor | None = None, target: torch.Tensor | None = None,
+                      scalars: Mapping[str, torch.Tensor | float] = {}) -> None:
+        """Gradient statistics of this step, taken while the weights are those the gradient belongs to.
+
+        ``scalars`` (train.py's names, as for :meth:`after_update`) are written here only when the
+        step's comparison failed: no update, so no ``after_update``, follows it.
+        """
         if self.events is None:
             return
         failed = self._failed_at(step)
@@ -130,6 +135,8 @@ class Monitor(RunRecords):
                 self._output_stats(logits.detach().float(), target)
             self._snapshot = [p.clone() for p in params]
         if failed:  # NOTE: no update follows a failed comparison: write this step's charts now
+            for name, v in scalars.items():
+                self._add(_TRAIN_NAMES.get(name, name), "", v)
             self._flush(step)
 
     def _output_stats(self, logits: torch.Tensor, target: torch.Tensor) -> None:
