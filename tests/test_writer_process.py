@@ -4,9 +4,11 @@ a failure there is one sentence and a failed close, never a hung or silently sho
 import json
 import os
 import pickle
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -100,15 +102,23 @@ def test_a_writer_that_cannot_write_says_so_once_and_close_raises(tmp_path, capf
     assert blocker.read_text().startswith("a file")
 
 
-def test_prestart_hands_its_process_to_the_next_run_in_a_session_of_its_own(tmp_path):
+def test_prestart_hands_its_process_to_the_next_run_and_it_outlives_ctrl_c(tmp_path):
     writer.prestart()
     spare = writer._SPARE
     events = Events(str(tmp_path / "p"))
     assert events._writer._proc is spare and writer._SPARE is None
-    # NOTE: Ctrl-C goes to the terminal's process group: the trainer gets it, the writer keeps writing
-    assert os.getpgid(spare.pid) != os.getpgid(0)
+    # NOTE: the trainer's session: Linux shares CPU time out by session, and the idle class only works inside one
+    assert os.getsid(spare.pid) == os.getsid(0)
+    events.text("config", "before Ctrl-C")
+    deadline = time.monotonic() + 120
+    while not list((tmp_path / "p").glob("events.out.tfevents.*")) and time.monotonic() < deadline:
+        time.sleep(0.05)  # NOTE: an event file means the writer is serving, its signal handling set up
+    os.kill(spare.pid, signal.SIGINT)  # NOTE: what Ctrl-C in a terminal sends to the whole foreground group
+    events.text("after", "after Ctrl-C")
     events.close()
     assert spare.returncode == 0
+    tags = read(tmp_path / "p").Tags()["tensors"]
+    assert "config/text_summary" in tags and "after/text_summary" in tags
 
 
 def test_an_unused_prestarted_writer_leaves_nothing_behind(tmp_path):

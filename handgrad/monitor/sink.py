@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import pickle
 import queue
+import signal
 import socket
 import sys
 import threading
@@ -235,6 +236,10 @@ def _yield_to_training() -> None:
 
 
 if __name__ == "__main__":
+    # NOTE: Ctrl-C and SIGTERM are the trainer's to handle: it closes the writer, which finishes
+    # writing what it was sent; if the trainer dies, the pipe's end stops the writer
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _yield_to_training()
     _warm_up()
     status = serve(sys.stdin.buffer)

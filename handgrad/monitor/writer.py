@@ -27,12 +27,14 @@ class WriterFailed(RuntimeError):
 
 
 def _spawn() -> subprocess.Popen:
+    # NOTE: in the trainer's session on purpose: Linux groups CPU time by session ("autogroup"), and
+    # a writer in a session of its own would get an equal share of the CPU whatever its priority,
+    # slowing training about 1:1 with its drawing; Ctrl-C and SIGTERM are ignored by the writer instead
     package_root = str(Path(__file__).resolve().parents[2])
     env = dict(os.environ)
     # NOTE: the child imports this same handgrad, wherever the parent found it (a checkout, sys.path edits)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
-    return subprocess.Popen([sys.executable, "-m", "handgrad.monitor.sink"], stdin=subprocess.PIPE, env=env, bufsize=_BUFFER,
-                            start_new_session=True)  # NOTE: Ctrl-C goes to the trainer, which closes the writer
+    return subprocess.Popen([sys.executable, "-m", "handgrad.monitor.sink"], stdin=subprocess.PIPE, env=env, bufsize=_BUFFER)
 
 
 def prestart() -> None:
