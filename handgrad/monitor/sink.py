@@ -198,11 +198,17 @@ def _read_all(stream, inbox: queue.SimpleQueue) -> None:
         inbox.put(None)
 
 
-def serve(stream, sink: Sink | None = None) -> int:
-    """Write every message of ``stream`` until its end; 0, or 1 after saying what failed (once)."""
+def serve(stream, sink: Sink | None = None, background: bool = False) -> int:
+    """Write every message of ``stream`` until its end; 0, or 1 after saying what failed (once).
+
+    ``background``: the writing and drawing yield to the training process (the reader keeps its
+    priority, so the pipe never fills and the trainer never waits on it).
+    """
     sink = sink or Sink()
     inbox: queue.SimpleQueue = queue.SimpleQueue()
     threading.Thread(target=_read_all, args=(stream, inbox), name="handgrad-sink-reader", daemon=True).start()
+    if background:
+        _yield_to_training()  # NOTE: this thread only: Linux schedules threads one by one
     failed = False
     while (message := inbox.get()) is not None:
         if failed:
@@ -240,9 +246,8 @@ if __name__ == "__main__":
     # writing what it was sent; if the trainer dies, the pipe's end stops the writer
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    _yield_to_training()
-    _warm_up()
-    status = serve(sys.stdin.buffer)
+    _warm_up()  # NOTE: at full priority: it overlaps the trainer's import of torch, which uses one core
+    status = serve(sys.stdin.buffer, background=True)
     sys.stdout.flush(), sys.stderr.flush()
     # NOTE: every file is closed by now; skipping the interpreter's teardown (matplotlib, protobuf) is
     # a tenth of a second the training process would otherwise wait for at its end
