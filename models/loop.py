@@ -252,7 +252,7 @@ def summarize(run: Run) -> dict:
     run.monitor.close()
     if run.monitor.failure:
         kept = f"; {save} holds the trained model" if save and Path(save).exists() else ""
-        raise TrainError(f"{run.monitor.failure[0].upper()}{run.monitor.failure[1:-1]}{kept}.", status=2)
+        raise TrainError(f"{run.monitor.failure}{kept}.", status=2)
     if metrics:
         print(f"done: {run.epoch} epochs, test_acc {metrics['test_acc']:.2f}%, test_loss {metrics['test_loss']:.4f}, "
               f"{summary['train_seconds']:.1f}s training" + (f", checkpoint {save}" if save else ""))

@@ -184,9 +184,7 @@ def build(args, ops: OpsChoice, out: Outputs, procs: distributed.Processes, devi
 
         namespace = inject(get_ops("hand"), args.inject_fault)
     model = MLP(namespace, **model_kwargs)
-    monitor = _monitor(args, ops, out, data, model) if fresh else None
-    if monitor is not None:
-        monitor.model_graph(model, data.test_x[:args.batch_size], data.test_y[:args.batch_size], step=0)
+    monitor = _monitor(args, ops, out, data, model, step=0) if fresh else None
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum, nesterov=args.momentum > 0)
     steps_per_epoch = data.steps_per_epoch(args.batch_size)
     total_steps = (args.epochs - schedule_start) * steps_per_epoch
@@ -249,19 +247,19 @@ def open_comparison(run: Run) -> Comparison | None:
     return Comparison(run.model, MLP(get_ops("native"), **run.model_kwargs), run.ops.compare_tol, run.ops.compare_dtype)
 
 
-def _monitor(args, ops: OpsChoice, out: Outputs, data: MNISTData, model: MLP) -> Monitor:
+def _monitor(args, ops: OpsChoice, out: Outputs, data: MNISTData, model: MLP, step: int) -> Monitor:
+    """The run's monitor, handed the model's graph at ``step`` on the first test batch (a no-op with --no-log)."""
     spe = data.steps_per_epoch(args.batch_size)
     schedule = LogSchedule(total_steps=args.epochs * spe, steps_per_epoch=spe, full_batches=data.train_size // args.batch_size,
                            log_every=args.log_every, log_dense=args.log_dense, histograms=args.histograms)
-    return Monitor(out.logdir, model, schedule, compare_tol=ops.compare_tol)
+    monitor = Monitor(out.logdir, model, schedule, compare_tol=ops.compare_tol)
+    monitor.model_graph(model, data.test_x[:args.batch_size], data.test_y[:args.batch_size], step=step)
+    return monitor
 
 
 def open_monitor(run: Run) -> None:
     """TensorBoard's monitor (a resumed run's: a fresh one's is open since build) and, with --ops compare, the comparison."""
     if run.monitor is None:
-        run.monitor = _monitor(run.args, run.ops, run.out, run.data, run.model)
-        if run.out.logdir:
-            run.monitor.model_graph(run.model, run.data.test_x[:run.args.batch_size],
-                                    run.data.test_y[:run.args.batch_size], step=run.step)
+        run.monitor = _monitor(run.args, run.ops, run.out, run.data, run.model, step=run.step)
     run.monitor.config({**run.config, "device": str(run.device), "data": run.data.source})
     run.comparison = open_comparison(run)

@@ -127,3 +127,18 @@ def test_an_unused_prestarted_writer_leaves_nothing_behind(tmp_path):
                           env={**os.environ, "PYTHONPATH": ROOT})
     assert proc.returncode == 0 and json.loads(proc.stdout) == "started", proc.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_training_run_whose_events_could_not_be_written_ends_in_one_sentence_and_keeps_its_checkpoint(tmp_path):
+    logdir, save = tmp_path / "run", tmp_path / "ckpt.pt"
+    logdir.mkdir()
+    (logdir / "layers.0.weight").write_text("a file where the layer's sub-run folder goes")
+    proc = subprocess.run([sys.executable, "train.py", "--sample", "--epochs", "1", "--hidden", "8", "--limit-train", "64",
+                           "--batch-size", "32", "--quiet", "--logdir", str(logdir), "--save", str(save)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    (error,) = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert error == (f"error: The TensorBoard events in {logdir} are incomplete: the writer process stopped (exit status 1; "
+                     f"its message is above); {save} holds the trained model.")
+    assert save.exists() and (logdir / "layers.0.weight").read_text().startswith("a file")

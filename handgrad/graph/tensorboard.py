@@ -24,7 +24,7 @@ from .model import read_model
 from .reading import Graph
 from .text import mermaid_of
 
-__all__ = ["graph_def", "node_facts", "write_model_graph", "PICTURE_WIDTH_PX"]
+__all__ = ["graph_def", "node_facts", "mermaid_markdown", "write_model_graph", "PICTURE_WIDTH_PX"]
 
 #: the whole graph's picture (``tag/full``) is at most this wide
 PICTURE_WIDTH_PX = FULL_WIDTH_PX
@@ -86,6 +86,12 @@ def graph_def(graph: Graph, inputs: tuple[str, ...] = ("x",)):
     return graph_def_of(node_facts(graph, inputs))
 
 
+def mermaid_markdown(graph: Graph) -> str:
+    """The Text tab's mermaid source of ``graph``: the forward diagram, then the backward one, as an indented code block."""
+    text = f"{mermaid_of(dataclasses.replace(graph, backward=False))}\n{mermaid_of(graph)}"
+    return "\n".join("    " + line for line in text.splitlines())
+
+
 def write_model_graph(writer, model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor, step: int = 0,
                       tag: str = "graph/model") -> Graph:
     """Write the graph of ``model.objective(x, target)`` on one batch to a ``SummaryWriter``.
@@ -107,9 +113,7 @@ def write_model_graph(writer, model: torch.nn.Module, x: torch.Tensor, target: t
     graph = read_model(model, x, target, backward=True, draw_input=True)
     files = compat.event_file_writer(writer)
     files.add_event(Event(graph_def=graph_def(graph).SerializeToString()), step)
-    forward = mermaid_of(dataclasses.replace(graph, backward=False))
-    text = f"{forward}\n{mermaid_of(graph)}"
-    writer.add_text(f"{tag}/mermaid", "\n".join("    " + line for line in text.splitlines()), step)
+    writer.add_text(f"{tag}/mermaid", mermaid_markdown(graph), step)
     for suffix, image in card_images(graph):
         writer.add_image(f"{tag}/{suffix}", image, step, dataformats="HWC")
     return graph

@@ -42,7 +42,7 @@ class Events:
         self._writer.send("layout", categories)
 
     def hparams(self, values: dict, metrics: Mapping[str, float]) -> None:
-        self._writer.send("hparams", values, {k: float(v) for k, v in metrics.items()})
+        self._writer.send("hparams", values, dict(metrics))
 
     def gradient_flow(self, step: int, tag: str, names: list[str], mean: list[float], maximum: list[float],
                       errors: dict | None = None, tol: float | None = None) -> None:
@@ -51,8 +51,8 @@ class Events:
     def curves(self, step: int, tag: str, series: dict, title: str, png_name: str) -> None:
         self._writer.send("curves", step, tag, series, title, png_name)
 
-    def model_graph(self, step: int, tag: str, facts: list[dict], graph, mermaid: str, picture: dict) -> None:
-        self._writer.send("model_graph", step, tag, facts, graph, mermaid, picture)
+    def model_graph(self, step: int, tag: str, facts: list[dict], graph, mermaid: str) -> None:
+        self._writer.send("model_graph", step, tag, facts, graph, mermaid)
 
     def close(self) -> None:
         self._writer.close()

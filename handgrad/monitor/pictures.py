@@ -31,7 +31,7 @@ class Pictures:
         with torch.no_grad():
             histograms(self.events, step, [(n, "histogram/data_gradient", g) for n, g in zip(self.names, grads)]
                        + [(n, "histogram/weight", w) for n, w in zip(self.names, weights)])
-            stats = torch.stack([torch.stack([g.abs().mean(), g.abs().amax()]) for g in grads]).double().tolist()
+            stats = torch.stack([_mean_and_max(g.abs()) for g in grads]).double().tolist()
         self.events.gradient_flow(step, tag, self.names, [s[0] for s in stats], [s[1] for s in stats],
                                   dict(errors) if errors else None, tol)
 
@@ -41,6 +41,10 @@ class Pictures:
         if series:
             self.events.curves(step, "early/data_gradient_curves", {k: (list(s), list(v)) for k, (s, v) in series.items()},
                                f"data gradient ‖∂L/∂θ‖ per parameter, steps 1-{step}", f"early-data_gradient-step{step:07d}.png")
+
+
+def _mean_and_max(t: torch.Tensor) -> torch.Tensor:
+    return torch.stack([t.mean(), t.amax()])
 
 
 def histograms(events: Events, step: int, tensors: list[tuple[str, str, torch.Tensor]]) -> None:

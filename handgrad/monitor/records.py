@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Mapping
 
-__all__ = ["RunRecords", "GRAPH_PICTURE"]
-
-#: how the writer process draws the model graph's pictures (handgrad.graph.cards.card_images's arguments):
-#: cards that fit TensorBoard's image box (px), and the whole graph at its own size
-GRAPH_PICTURE = {"size": (367, 215), "full": True}
+__all__ = ["RunRecords"]
 
 
 class RunRecords:
@@ -27,15 +22,13 @@ class RunRecords:
         from ..graph import tensorboard as graph_tb
         from ..graph.model import read_model
         from ..graph.reading import detached
-        from ..graph.text import mermaid_of
 
         capture, self._capture = self._capture, False
         try:
             graph = read_model(model, x, target, backward=True, draw_input=True)
         finally:
             self._capture = capture
-        mermaid = f"{mermaid_of(dataclasses.replace(graph, backward=False))}\n{mermaid_of(graph)}"
-        self.events.model_graph(step, tag, graph_tb.node_facts(graph), detached(graph), mermaid, dict(GRAPH_PICTURE))
+        self.events.model_graph(step, tag, graph_tb.node_facts(graph), detached(graph), graph_tb.mermaid_markdown(graph))
 
     def config(self, config: Mapping) -> None:
         self._config = dict(config)

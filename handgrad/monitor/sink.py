@@ -123,14 +123,17 @@ class Sink:
                       file=sys.stderr)
             return None
 
-    def _picture(self, wall: float, step: int, tag: str, draw, png_name: str | None) -> None:
-        picture = self._drawn(draw)
-        if picture is None:
-            return
+    def _image(self, wall: float, step: int, tag: str, picture, png_name: str | None = None) -> None:
+        """``picture`` in Images under ``tag``, and as ``png_name`` beside the events if given (the same PNG bytes)."""
         png = protos.png_bytes(picture)
         self._write("", protos.image(tag, png, *picture.shape[:2]), step, wall)
         if png_name:
             (self.logdir / png_name).write_bytes(png)
+
+    def _picture(self, wall: float, step: int, tag: str, draw, png_name: str | None) -> None:
+        picture = self._drawn(draw)
+        if picture is not None:
+            self._image(wall, step, tag, picture, png_name)
 
     def gradient_flow(self, wall: float, step: int, tag: str, names: list[str], mean: list[float], maximum: list[float],
                       errors: dict | None, tol: float | None) -> None:
@@ -152,36 +155,34 @@ class Sink:
 
         self._picture(wall, step, tag, draw, png_name)
 
-    def model_graph(self, wall: float, step: int, tag: str, facts: list[dict], graph, mermaid: str, picture: dict) -> None:
-        """The Graphs tab's graph data, the pictures in Images under ``tag/1``, ``tag/2``, ... and the mermaid source in Text.
-
-        ``picture``: :func:`handgrad.graph.cards.card_images`'s keyword arguments.
-        """
+    def model_graph(self, wall: float, step: int, tag: str, facts: list[dict], graph, mermaid: str) -> None:
+        """The Graphs tab's graph data, the pictures in Images under ``tag/1``, ``tag/2``, ... (and ``tag/full``)
+        and the mermaid source in Text (``graph``: detached; ``mermaid``: as the Text tab shows it)."""
         from tensorboard.compat.proto.event_pb2 import Event
 
         from ..graph.graphdef import graph_def_of
 
         self._file("").add_event(Event(graph_def=graph_def_of(facts).SerializeToString(), step=step, wall_time=wall))
-        self.text(wall, step, f"{tag}/mermaid", "\n".join("    " + line for line in mermaid.splitlines()))
+        self.text(wall, step, f"{tag}/mermaid", mermaid)
 
         def draw():
             from ..graph.cards import card_images
 
-            return card_images(graph, **picture)
+            return card_images(graph)
 
         for suffix, image in self._drawn(draw) or []:
-            self._write("", protos.image(f"{tag}/{suffix}", protos.png_bytes(image), *image.shape[:2]), step, wall)
+            self._image(wall, step, f"{tag}/{suffix}", image)
 
 
 def _warm_up() -> None:
     """What the first messages need, loaded while the training process is still importing torch."""
     import numpy  # noqa: F401
     from tensorboard.compat.proto import event_pb2  # noqa: F401
-    from tensorboard.summary.writer import event_file_writer  # noqa: F401
+    from tensorboard.summary.writer import record_writer  # noqa: F401
 
     try:
         from .. import plots  # noqa: F401  (matplotlib)
-        from ..graph import draw  # noqa: F401
+        from ..graph import cards  # noqa: F401
     except ImportError:
         pass
 

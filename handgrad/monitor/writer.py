@@ -77,5 +77,6 @@ class WriterProcess:
             self._lost = True
         status = self._proc.wait()
         if status != 0 or self._lost:
-            raise WriterFailed(f"the TensorBoard events in {self.logdir} are incomplete: the writer process stopped "
-                               f"(exit status {status}; its message is above).")
+            # NOTE: no final stop: a caller may go on with what is kept (train.py: "; ckpt.pt holds the trained model.")
+            raise WriterFailed(f"The TensorBoard events in {self.logdir} are incomplete: the writer process stopped "
+                               f"(exit status {status}; its message is above)")
