@@ -1,101 +1,224 @@
-"""Pictures for the dashboard, drawn with matplotlib's Agg canvas (no pyplot, no display).
+"""Pictures for the dashboard, drawn with Pillow: a few milliseconds each, no matplotlib.
 
 The gradient-flow chart is the one people paste into forum threads to find vanishing or
-exploding gradients: mean and max |grad| per layer, input to output, on a log scale.
+exploding gradients: mean and max |grad| per layer, input to output, on a log scale. Drawn
+directly on a Pillow image (bars, lines, a log10 axis and a legend are all these charts need),
+one costs 2-4 ms where matplotlib's figure machinery took 45-70 ms; the writer process draws
+them while training runs, so that time is the wait at the end of a short run.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import math
+import os
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
+from PIL import Image, ImageDraw, ImageFont
 
 __all__ = ["gradient_flow", "curves"]
 
 _LIGHT, _DARK, _BAD, _GOOD = "#9ecae1", "#08519c", "#cb181d", "#41ab5d"
+_GRID, _INK, _WHITE = "#dddddd", "#222222", "white"
+#: one colour per series of a line chart (TensorBoard-like, told apart at a glance)
+_SERIES = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
+#: chart size in pixels: TensorBoard's image cards show a picture about 350 px wide, so the type is large
+PANEL_W, CURVES_W, HEIGHT = 480, 560, 320
+_TINY = 1e-30
 
 
-def _log_axis(ax, low: float, high: float) -> None:
-    """Integer powers of ten as plain labels: log-scale axes with mathtext labels cost 3x the render."""
-    ticks = np.arange(np.floor(low), np.ceil(high) + 1)
-    step = max(1, int(np.ceil(len(ticks) / 8)))
-    ticks = ticks[::step]
-    ax.set_yticks(ticks, [f"1e{int(t)}" for t in ticks])
-    ax.set_ylim(np.floor(low), np.ceil(high) + 0.05)
-    ax.grid(axis="y", color="#dddddd", linewidth=0.6)
-    ax.set_axisbelow(True)
+# ---- type --------------------------------------------------------------------------------------
+
+_ASCII = str.maketrans({"∂": "d", "θ": "theta", "‖": "|", "→": "->", "−": "-"})
 
 
-def _labels(names: Sequence[str]) -> list[str]:
-    """``layers.0.weight`` on two lines, ``layers.0`` over ``weight``: six labels fit without rotation."""
-    return ["\n".join(n.rsplit(".", 1)) for n in names]
+@lru_cache(maxsize=None)
+def _font(size: int) -> tuple[ImageFont.ImageFont, bool]:
+    """A font at ``size`` px and whether it has the charts' symbols (∂ θ ‖ →): DejaVu Sans from the
+    system or from matplotlib's copy (found without importing matplotlib), else Pillow's own."""
+    candidates = ["DejaVuSans.ttf"]  # NOTE: Pillow looks in the system's font folders
+    spec = importlib.util.find_spec("matplotlib")
+    if spec is not None and spec.submodule_search_locations:
+        candidates.append(os.path.join(spec.submodule_search_locations[0], "mpl-data", "fonts", "ttf", "DejaVuSans.ttf"))
+    for candidate in candidates:
+        try:
+            return ImageFont.truetype(candidate, size), True
+        except OSError:
+            continue
+    return ImageFont.load_default(size=size), False
 
 
-def _bars_from(ax, x, values: np.ndarray, bottom: float, **kwargs):
-    return ax.bar(x, values - bottom, bottom=bottom, **kwargs)
+def _text(draw: ImageDraw.ImageDraw, xy: tuple[float, float], text: str, size: int, fill: str = _INK,
+          anchor: str = "la", backdrop: bool = False) -> None:
+    """``text`` at ``xy`` (Pillow's anchors: "mm" centred, "rm" right-middle, ...); lines centred on each other;
+    ``backdrop``: on a white box, so a label drawn over bars stays readable."""
+    font, symbols = _font(size)
+    text = text if symbols else text.translate(_ASCII)
+    if backdrop:
+        left, top, right, bottom = draw.multiline_textbbox(xy, text, font=font, anchor=anchor, align="center", spacing=1)
+        draw.rectangle([left - 2, top - 1, right + 2, bottom + 1], fill=_WHITE)
+    draw.multiline_text(xy, text, fill=fill, font=font, anchor=anchor, align="center", spacing=1)
+
+
+def _width(text: str, size: int) -> float:
+    font, symbols = _font(size)
+    return font.getlength(text if symbols else text.translate(_ASCII))
+
+
+# ---- axes --------------------------------------------------------------------------------------
+
+
+class _Axes:
+    """A plotting box on an image with a log10 y axis: data (x, log10 y) to pixels, grid, frame, labels."""
+
+    def __init__(self, image: Image.Image, box: tuple[int, int, int, int], low: float, high: float) -> None:
+        self.draw = ImageDraw.Draw(image)
+        self.left, self.top, self.right, self.bottom = box
+        self.low, self.high = math.floor(low), math.ceil(high) + 0.05
+        decades = np.arange(math.floor(low), math.ceil(high) + 1)
+        every = max(1, math.ceil(len(decades) / 8))
+        for d in decades[::every]:
+            y = self.y(d)
+            self.draw.line([(self.left, y), (self.right, y)], fill=_GRID, width=1)
+            _text(self.draw, (self.left - 5, y), f"1e{int(d)}", 12, anchor="rm")
+
+    def y(self, log_value: float) -> float:
+        """Pixel row of a log10 value, kept inside the box."""
+        frac = (log_value - self.low) / (self.high - self.low)
+        return self.bottom - min(max(frac, 0.0), 1.0) * (self.bottom - self.top)
+
+    def frame(self, title: str) -> None:
+        self.draw.rectangle([self.left, self.top, self.right, self.bottom], outline=_INK, width=1)
+        _text(self.draw, ((self.left + self.right) / 2, self.top - 8), title, 13, anchor="md")
+
+    def slots(self, n: int) -> list[tuple[float, float]]:
+        """(centre, width) of ``n`` equal slots across the box, for bars and their labels."""
+        width = (self.right - self.left) / max(n, 1)
+        return [(self.left + (i + 0.5) * width, width) for i in range(n)]
+
+    def bar(self, centre: float, width: float, log_value: float, bottom: float, fill: str) -> None:
+        if math.isfinite(log_value) and log_value > bottom:
+            self.draw.rectangle([centre - width / 2, self.y(log_value), centre + width / 2, self.y(bottom)], fill=fill)
+
+    def names(self, names: Sequence[str]) -> None:
+        """``layers.0.weight`` as ``layers.0`` over ``weight``: six labels fit without rotation."""
+        for (centre, _), name in zip(self.slots(len(names)), names):
+            _text(self.draw, (centre, self.bottom + 5), "\n".join(name.rsplit(".", 1)), 12, anchor="ma")
+
+    def non_finite(self, centre: float, value: float) -> None:
+        """A value that has no bar (inf or NaN) said in red in its slot, below the legend's row."""
+        _text(self.draw, (centre, self.top + 28), "nan" if math.isnan(value) else "inf", 12, fill=_BAD, anchor="ma")
+
+    def legend(self, entries: Sequence[tuple[str, str]], columns: int, x: float | None = None) -> None:
+        """Colour keys and labels in ``columns`` columns, at the box's top left (or right, given ``x`` for its left)."""
+        column_w = max(_width(label, 12) for _, label in entries) + 26
+        x0 = self.left + 10 if x is None else x
+        for i, (colour, label) in enumerate(entries):
+            cx, cy = x0 + (i % columns) * column_w, self.top + 8 + (i // columns) * 16
+            self.draw.rectangle([cx, cy + 2, cx + 14, cy + 10], fill=colour)
+            _text(self.draw, (cx + 19, cy + 6), label, 12, anchor="lm")
+
+
+def _logs(values) -> np.ndarray:
+    values = np.asarray(values, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.log10(np.where(values > 0, values, _TINY)) if values.size else values
+
+
+# ---- charts ------------------------------------------------------------------------------------
 
 
 def gradient_flow(names: Sequence[str], mean: np.ndarray, maximum: np.ndarray, step: int, *,
                   errors: Mapping[str, float] | None = None, tol: float | None = None) -> np.ndarray:
     """An RGB image (H, W, 3, uint8): mean and max |g| per parameter, and the compare errors if given."""
-    tiny = 1e-30
-    log_mean, log_max = np.log10(np.maximum(mean, tiny)), np.log10(np.maximum(maximum, tiny))
-    panels = 2 if errors else 1
-    # NOTE: small and with large type: TensorBoard's image cards show it about 350 px wide
-    fig = Figure(figsize=(6.0 * panels, 4.0), dpi=80)
-    FigureCanvasAgg(fig)
-    x = np.arange(len(names))
-    ax = fig.add_subplot(1, panels, 1)
-    finite = log_mean[mean > 0]
-    bottom = np.floor((finite.min() if finite.size else -8.0) - 0.5)
-    _bars_from(ax, x, log_max, bottom, color=_LIGHT, width=0.8, label="max |∂L/∂θ|")
-    _bars_from(ax, x, log_mean, bottom, color=_DARK, width=0.45, label="mean |∂L/∂θ|")
-    _log_axis(ax, bottom, log_max.max() + 1)  # NOTE: one decade of headroom keeps the legend off the bars
-    ax.set_xticks(x, _labels(names), fontsize=10)
-    ax.tick_params(axis="y", labelsize=10)
-    ax.set_title(f"gradient flow, step {step}: |∂L/∂θ|, input → output", fontsize=11)
-    ax.legend(loc="upper left", ncol=2, fontsize=10, frameon=False)
+    mean, maximum = np.asarray(mean, dtype=float), np.asarray(maximum, dtype=float)
+    image = Image.new("RGB", (PANEL_W * (2 if errors else 1), HEIGHT), _WHITE)
+    log_mean, log_max = _logs(mean), _logs(maximum)
+    finite_mean = log_mean[np.isfinite(mean) & (mean > 0)]
+    finite_max = log_max[np.isfinite(maximum)]
+    bottom = math.floor((finite_mean.min() if finite_mean.size else -8.0) - 0.5)
+    # NOTE: one decade of headroom keeps the legend off the bars
+    top = (finite_max.max() if finite_max.size else bottom + 1) + 1
+    axes = _Axes(image, (52, 28, PANEL_W - 12, HEIGHT - 40), bottom, top)
+    for (centre, width), lmax, lmean, m, g in zip(axes.slots(len(names)), log_max, log_mean, maximum, mean):
+        axes.bar(centre, 0.8 * width, lmax, bottom, _LIGHT)
+        axes.bar(centre, 0.45 * width, lmean, bottom, _DARK)
+        if not (math.isfinite(m) and math.isfinite(g)):
+            axes.non_finite(centre, m if not math.isfinite(m) else g)
+    axes.names(names)
+    axes.legend([(_LIGHT, "max |∂L/∂θ|"), (_DARK, "mean |∂L/∂θ|")], columns=2)
+    axes.frame(f"gradient flow, step {step}: |∂L/∂θ|, input → output")
     if errors:
-        _compare_panel(fig.add_subplot(1, panels, 2), names, errors, tol, step)
-    fig.subplots_adjust(left=0.06 if panels == 2 else 0.11, right=0.98, bottom=0.15, top=0.92, wspace=0.2)
-    fig.canvas.draw()
-    return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+        _compare_panel(image, names, errors, tol, step)
+    return np.asarray(image)
 
 
-def _compare_panel(ax, names: Sequence[str], errors: Mapping[str, float], tol: float | None, step: int) -> None:
-    x = np.arange(len(names))
+def _compare_panel(image: Image.Image, names: Sequence[str], errors: Mapping[str, float], tol: float | None,
+                   step: int) -> None:
     err = np.array([errors.get(n, np.nan) for n in names], dtype=float)
-    log_err = np.log10(np.maximum(np.nan_to_num(err, nan=0.0), 1e-20))
-    limit = np.log10(tol) if tol else None
-    low = min(log_err.min(), limit if limit is not None else 0.0) - 1
-    high = max(log_err.max(), limit if limit is not None else 0.0) + 0.5
-    colors = [_BAD if tol is not None and e > tol else _GOOD for e in err]
-    _bars_from(ax, x, log_err, np.floor(low), color=colors, width=0.6)
+    log_err = np.log10(np.maximum(np.where(np.isfinite(err), err, 1.0), 1e-20))
+    shown = log_err[np.isfinite(err)]
+    limit = math.log10(tol) if tol else None
+    low = min(shown.min() if shown.size else 0.0, limit if limit is not None else 0.0) - 1
+    high = max(shown.max() if shown.size else 0.0, limit if limit is not None else 0.0) + 0.5
+    axes = _Axes(image, (PANEL_W + 52, 28, 2 * PANEL_W - 12, HEIGHT - 40), low, high)
+    bottom = math.floor(low)
+    for (centre, width), e, le in zip(axes.slots(len(names)), err, log_err):
+        if math.isfinite(e):
+            axes.bar(centre, 0.6 * width, le, bottom, _BAD if tol is not None and e > tol else _GOOD)
+        else:
+            axes.non_finite(centre, e)
     if limit is not None:
-        ax.axhline(limit, color=_BAD, linestyle="--", linewidth=1)
-        ax.text(len(names) - 0.5, limit, f"tolerance {tol:g}", color=_BAD, fontsize=10, ha="right", va="bottom")
-    _log_axis(ax, low, high)
-    ax.set_xticks(x, _labels(names), fontsize=10)
-    ax.tick_params(axis="y", labelsize=10)
-    ax.set_title(f"hand vs native, step {step}: ‖g_hand − g_native‖ / ‖g_native‖", fontsize=11)
+        y = axes.y(limit)
+        for x in range(axes.left, axes.right, 8):  # NOTE: dashed, as a threshold is drawn
+            axes.draw.line([(x, y), (min(x + 4, axes.right), y)], fill=_BAD, width=1)
+        _text(axes.draw, (axes.right - 4, y - 2), f"tolerance {tol:g}", 12, fill=_BAD, anchor="rd",
+              backdrop=True)
+    axes.names(names)
+    axes.frame(f"hand vs native, step {step}: ‖g_hand − g_native‖ / ‖g_native‖")
+
+
+def _nice_step(span: float, most: int = 8) -> float:
+    """A tick spacing of 1, 2 or 5 times a power of ten giving at most ``most`` ticks over ``span``."""
+    raw = max(span, 1e-12) / most
+    power = 10 ** math.floor(math.log10(raw))
+    return next(k * power for k in (1, 2, 5, 10) if k * power >= raw)
 
 
 def curves(series: Mapping[str, tuple[Sequence[int], Sequence[float]]], title: str) -> np.ndarray:
     """An RGB image: one line per series (steps, values) on a log10 axis, with a legend; no value is cut off."""
-    fig = Figure(figsize=(7.0, 4.0), dpi=80)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
-    low, high = np.inf, -np.inf
-    for name, (steps, values) in series.items():
-        logs = np.log10(np.maximum(np.asarray(values, dtype=float), 1e-30))
-        ax.plot(steps, logs, linewidth=1.4, label=name)
-        low, high = min(low, logs.min()), max(high, logs.max())
-    _log_axis(ax, low, high + 0.3)
-    ax.set_xlabel("step", fontsize=10)
-    ax.set_title(title, fontsize=11)
-    ax.legend(loc="best", fontsize=8, frameon=False, ncol=2)
-    fig.subplots_adjust(left=0.1, right=0.98, bottom=0.13, top=0.92)
-    fig.canvas.draw()
-    return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+    image = Image.new("RGB", (CURVES_W, HEIGHT), _WHITE)
+    logs = {name: (np.asarray(steps, dtype=float), _logs(values)) for name, (steps, values) in series.items()}
+    finite = np.concatenate([v[np.isfinite(v)] for _, v in logs.values()] or [np.zeros(0)])
+    low, high = (finite.min(), finite.max()) if finite.size else (-1.0, 0.0)
+    # NOTE: headroom above the highest value for the legend's rows
+    rows = math.ceil(len(logs) / 2)
+    axes = _Axes(image, (52, 28, CURVES_W - 12, HEIGHT - 40), low, high + 0.3 + 0.12 * rows)
+    every = np.concatenate([s for s, _ in logs.values()] or [np.zeros(1)])
+    x_low, x_high = float(every.min()), float(max(every.max(), every.min() + 1))
+    pad = 0.04 * (x_high - x_low)
+    x_low, x_high = x_low - pad, x_high + pad
+
+    def x(step):
+        return axes.left + (step - x_low) / (x_high - x_low) * (axes.right - axes.left)
+
+    tick = _nice_step(x_high - x_low)
+    for t in np.arange(math.ceil(x_low / tick) * tick, x_high, tick):
+        axes.draw.line([(x(t), axes.bottom), (x(t), axes.bottom + 4)], fill=_INK)
+        _text(axes.draw, (x(t), axes.bottom + 6), f"{t:g}", 12, anchor="ma")
+    _text(axes.draw, ((axes.left + axes.right) / 2, HEIGHT - 4), "step", 12, anchor="md")
+    for i, (steps, values) in enumerate(logs.values()):
+        colour = _SERIES[i % len(_SERIES)]
+        points = [(x(s), axes.y(v)) for s, v in zip(steps, values) if math.isfinite(v)]
+        if len(points) > 1:
+            axes.draw.line(points, fill=colour, width=2, joint="curve")
+        elif points:
+            axes.draw.ellipse([points[0][0] - 2, points[0][1] - 2, points[0][0] + 2, points[0][1] + 2], fill=colour)
+    entries = [(_SERIES[i % len(_SERIES)], name) for i, name in enumerate(logs)]
+    if entries:
+        column_w = max(_width(label, 12) for _, label in entries) + 26
+        axes.legend(entries, columns=2, x=axes.right - 2 * column_w - 6)
+    axes.frame(title)
+    return np.asarray(image)

@@ -358,7 +358,7 @@ def test_the_most_epochs_allowed_stopped_after_one_stays_small(tmp_path):
     assert int(proc.stdout.split()[-1]) < 2_000_000  # KiB: under 2 GB (it grew to 22.8 GB)
 
 
-def test_without_matplotlib_training_logs_and_says_so_in_one_line(tmp_path):
+def test_without_matplotlib_training_logs_draws_its_charts_and_says_so_in_one_line(tmp_path):
     # NOTE: a package that fails to import, first on the path of train.py and of its writer process
     hidden = tmp_path / "hidden" / "matplotlib"
     hidden.mkdir(parents=True)
@@ -369,6 +369,10 @@ def test_without_matplotlib_training_logs_and_says_so_in_one_line(tmp_path):
                           capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = [line for line in proc.stderr.splitlines() if "matplotlib" in line]
-    assert lines == ["matplotlib is not installed: the dashboard's pictures are skipped (pip install matplotlib)."]
+    assert lines == ["matplotlib is not installed: the model-graph pictures are skipped (pip install matplotlib)."]
     assert "Traceback" not in proc.stderr
     assert "gradient/data_norm_log10" in read(tmp_path / "nompl" / "layers.0.weight").Tags()["scalars"]
+    # NOTE: the charts are Pillow's: drawn without matplotlib; only the model graph's cards are missing
+    images = read(tmp_path / "nompl").Tags()["images"]
+    assert "gradient_flow/early" in images and "early/data_gradient_curves" in images
+    assert not [tag for tag in images if tag.startswith("graph/model")]

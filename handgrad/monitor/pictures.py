@@ -2,8 +2,8 @@
 
 At a snapshot step the training process computes the numbers (mean and max |∂L/∂θ| per parameter,
 each tensor's bins, range, sum and sum of squares: torch ops and one host transfer) and hands them
-to the writer process (:mod:`.sink`), which draws the picture with matplotlib on another core.
-Without matplotlib the writer says once that pictures are skipped; histograms are still written.
+to the writer process (:mod:`.sink`), which draws the picture with Pillow (:mod:`handgrad.plots`,
+a few milliseconds) on another core.
 """
 
 from __future__ import annotations

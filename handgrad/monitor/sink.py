@@ -2,8 +2,8 @@
 
 ``python -m handgrad.monitor.sink`` reads pickled messages ``(method, wall_time, args)`` from its
 standard input (see :mod:`.writer`, the training side) and writes them; it never imports torch.
-Started before the training process imports torch, it loads TensorBoard's protos and matplotlib
-on the other core meanwhile, so drawing a picture costs the training loop nothing but the numbers
+Started before the training process imports torch, it loads TensorBoard's protos, Pillow and
+matplotlib on the other core meanwhile, so drawing a picture costs the training loop nothing but the numbers
 it sends. A failure is said in one sentence on standard error and the exit status is 1; the
 messages after it are read and dropped, so the training process never blocks on a full pipe.
 """
@@ -15,10 +15,13 @@ import pickle
 import queue
 import signal
 import socket
+import struct
 import sys
 import threading
 import time
 from pathlib import Path
+
+import google_crc32c
 
 from . import protos
 
@@ -28,22 +31,34 @@ __all__ = ["Sink", "serve"]
 FLUSH_SECS = 5
 
 
+def _masked_crc(data: bytes) -> bytes:
+    """The record checksum of TensorFlow's record format: CRC-32C, rotated and offset, little-endian.
+
+    google-crc32c computes it in C: TensorBoard's own writer does it byte by byte in Python, which
+    was half of this process's work at the end of a short run."""
+    crc = google_crc32c.value(data)
+    return struct.pack("<I", (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF)
+
+
 class EventFile:
-    """One event file, written in this process's own thread (TensorBoard's writer starts a thread per file)."""
+    """One event file, written in this process's own thread (TensorBoard's writer starts a thread per file).
+
+    Each record is TensorFlow's: the length (8 bytes), its checksum, the serialized Event and its
+    checksum; TensorBoard checks both when it reads the file."""
 
     def __init__(self, folder: Path, number: int) -> None:
         from tensorboard.compat.proto.event_pb2 import Event
-        from tensorboard.summary.writer.record_writer import RecordWriter
 
         folder.mkdir(parents=True, exist_ok=True)
         name = f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}.{os.getpid()}.{number}"
         self._file = open(folder / name, "wb")  # noqa: SIM115 - closed by close()
-        self._records = RecordWriter(self._file)
         self._flushed = time.monotonic()
         self.add_event(Event(wall_time=time.time(), file_version="brain.Event:2"))
 
     def add_event(self, event) -> None:
-        self._records.write(event.SerializeToString())
+        data = event.SerializeToString()
+        length = struct.pack("<Q", len(data))
+        self._file.write(b"".join((length, _masked_crc(length), data, _masked_crc(data))))
         if time.monotonic() - self._flushed > FLUSH_SECS:
             self._file.flush()
             self._flushed = time.monotonic()
@@ -113,13 +128,13 @@ class Sink:
             self._write(run, protos.histogram(tag, *facts), step, wall)
 
     def _drawn(self, draw):
-        """What ``draw()`` returns, or None where matplotlib is missing (said once)."""
+        """What ``draw()`` returns, or None where matplotlib (the model graph's cards) is missing (said once)."""
         try:
             return draw()
         except ImportError:  # NOTE: matplotlib is optional: the rest of the dashboard is written
             if "matplotlib" not in self._told:
                 self._told.add("matplotlib")
-                print("matplotlib is not installed: the dashboard's pictures are skipped (pip install matplotlib).",
+                print("matplotlib is not installed: the model-graph pictures are skipped (pip install matplotlib).",
                       file=sys.stderr)
             return None
 
@@ -130,30 +145,18 @@ class Sink:
         if png_name:
             (self.logdir / png_name).write_bytes(png)
 
-    def _picture(self, wall: float, step: int, tag: str, draw, png_name: str | None) -> None:
-        picture = self._drawn(draw)
-        if picture is not None:
-            self._image(wall, step, tag, picture, png_name)
-
     def gradient_flow(self, wall: float, step: int, tag: str, names: list[str], mean: list[float], maximum: list[float],
                       errors: dict | None, tol: float | None) -> None:
         """The gradient-flow picture (Images tab, and ``gradient_flow-step<N>.png`` beside the events)."""
-        def draw():
-            import numpy as np
+        from .. import plots  # NOTE: Pillow, a few ms a picture
 
-            from .. import plots
-
-            return plots.gradient_flow(names, np.asarray(mean), np.asarray(maximum), step, errors=errors, tol=tol)
-
-        self._picture(wall, step, tag, draw, f"gradient_flow-step{step:07d}.png")
+        picture = plots.gradient_flow(names, mean, maximum, step, errors=errors, tol=tol)
+        self._image(wall, step, tag, picture, f"gradient_flow-step{step:07d}.png")
 
     def curves(self, wall: float, step: int, tag: str, series: dict, title: str, png_name: str) -> None:
-        def draw():
-            from .. import plots
+        from .. import plots
 
-            return plots.curves(series, title)
-
-        self._picture(wall, step, tag, draw, png_name)
+        self._image(wall, step, tag, plots.curves(series, title), png_name)
 
     def model_graph(self, wall: float, step: int, tag: str, facts: list[dict], graph, mermaid: str) -> None:
         """The Graphs tab's graph data, the pictures in Images under ``tag/1``, ``tag/2``, ... (and ``tag/full``)
@@ -178,11 +181,17 @@ def _warm_up() -> None:
     """What the first messages need, loaded while the training process is still importing torch."""
     import numpy  # noqa: F401
     from tensorboard.compat.proto import event_pb2  # noqa: F401
-    from tensorboard.summary.writer import record_writer  # noqa: F401
+
+    protos.load_all()
+
+    from .. import plots  # noqa: F401  (Pillow)
+
+    from ..graph import cards  # noqa: F401
 
     try:
-        from .. import plots  # noqa: F401  (matplotlib)
-        from ..graph import cards  # noqa: F401
+        import matplotlib.backends.backend_agg  # noqa: F401  (the model graph's cards, drawn first)
+        import matplotlib.figure  # noqa: F401
+        import matplotlib.patches  # noqa: F401
     except ImportError:
         pass
 
