@@ -13,7 +13,7 @@ import importlib.util
 import math
 import os
 from collections.abc import Mapping, Sequence
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -34,7 +34,7 @@ _TINY = 1e-30
 _ASCII = str.maketrans({"∂": "d", "θ": "theta", "‖": "|", "→": "->", "−": "-"})
 
 
-@lru_cache(maxsize=None)
+@cache
 def _font(size: int) -> tuple[ImageFont.ImageFont, bool]:
     """A font at ``size`` px and whether it has the charts' symbols (∂ θ ‖ →): DejaVu Sans from the
     system or from matplotlib's copy (found without importing matplotlib), else Pillow's own."""

@@ -185,7 +185,6 @@ def _warm_up() -> None:
     protos.load_all()
 
     from .. import plots  # noqa: F401  (Pillow)
-
     from ..graph import cards  # noqa: F401
 
     try:

@@ -1,10 +1,10 @@
 """The training side of the writer process (:mod:`.sink`): start it early, send it numbers, wait for it at the end.
 
 Logging costs the training loop only the statistics and a pickled message per record: TensorBoard's
-protos, the event files, the pictures (Pillow, and matplotlib for the model graph's cards) and the PNG files all live in the writer process, which runs on
-another core. ``train.py`` calls :func:`prestart` right after parsing its flags, before it imports
-torch, so the writer has loaded what it needs by the time the first step is logged. This module
-imports no torch.
+protos, the event files, the pictures (Pillow; matplotlib for the model graph's cards) and the PNG
+files all live in the writer process, which runs on another core. ``train.py`` calls
+:func:`prestart` right after parsing its flags, before it imports torch, so the writer has loaded
+what it needs by the time the first step is logged. This module imports no torch.
 """
 
 from __future__ import annotations
