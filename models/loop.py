@@ -131,8 +131,9 @@ def train_step(run: Run, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     run.optimizer.zero_grad(set_to_none=True)
     total.backward()
     # NOTE: one host sync per step: the loss and the gradient norms checked together.
-    grads = [p.grad for p in run.model.parameters() if p.grad is not None]
-    sq = torch.stack(compat.norms(grads)).square().sum() if grads else total.new_zeros(())
+    with_grad = [p for p in run.model.parameters() if p.grad is not None]
+    norms = compat.norms([p.grad for p in with_grad])
+    sq = torch.stack(norms).square().sum() if norms else total.new_zeros(())
     # NOTE: under torchrun, every process's verdict and the global batch's loss, in one all-reduce
     finite, loss = run.procs.agree(total.detach() + sq, loss)
     if not finite:
@@ -140,7 +141,8 @@ def train_step(run: Run, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     verdict = compare_step(run, x, y, step, total)
     run.monitor.compare(step, verdict)  # NOTE: the comparison returns its errors; the monitor draws them
     run.monitor.before_update(step, logits, run.procs.local_targets(y),
-                              {"train/loss": loss, "train/lr": run.optimizer.param_groups[0]["lr"]})
+                              {"train/loss": loss, "train/lr": run.optimizer.param_groups[0]["lr"]},
+                              grad_norms={id(p): n for p, n in zip(with_grad, norms)})
     if verdict is not None and not verdict.ok:
         raise GradientMismatch(verdict.message)
     with CTRL_C.held():

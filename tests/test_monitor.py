@@ -293,6 +293,28 @@ def test_data_and_penalty_gradient_norms_equal_direct_gradients(tmp_path):
     assert value(acc, "output/p_true", 1) == pytest.approx(probs, rel=1e-5)
 
 
+@pytest.mark.parametrize("handed", ["all", "all but one"])
+def test_gradient_norms_the_loop_hands_over_are_used_only_when_complete(tmp_path, handed):
+    # NOTE: train.py's finiteness check computes every ‖∂J/∂θ‖; the monitor takes them instead of a second pass
+    torch.manual_seed(0)
+    model = MLP("hand", hidden=(8,))
+    x, y = torch.randn(16, 784), torch.randint(0, 10, (16,))
+    schedule = LogSchedule(total_steps=1, steps_per_epoch=1, full_batches=1)
+    monitor = Monitor(str(tmp_path / handed), model, schedule)
+    monitor.before_forward(1)
+    total, loss, logits = model.objective(x, y)
+    total.backward()
+    params = list(model.parameters())
+    handed_over = {id(p): torch.tensor(123.0) for p in (params if handed == "all" else params[1:])}
+    monitor.before_update(1, logits, y, grad_norms=handed_over)
+    monitor.after_update(1, {"train/loss": loss.detach()})
+    monitor.close()
+    for name, p in model.named_parameters():
+        logged = 10 ** value(sub(tmp_path / handed, name), "gradient/total_norm_log10", 1)
+        expected = 123.0 if handed == "all" else p.grad.norm().item()
+        assert logged == pytest.approx(expected, rel=1e-5), name
+
+
 def test_squared_error_output_confident_and_stuck_are_told_apart(tmp_path):
     torch.manual_seed(0)
     model = MLP("hand", hidden=(16,), loss="mse", weight_decay=5e-4)

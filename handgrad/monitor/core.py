@@ -112,11 +112,14 @@ class Monitor(RunRecords):
         return data_gradients(grads, [p.detach() for _, p in self._named], self._penalized, self._lam)
 
     def before_update(self, step: int, logits: torch.Tensor | None = None, target: torch.Tensor | None = None,
-                      scalars: Mapping[str, torch.Tensor | float] = {}) -> None:
+                      scalars: Mapping[str, torch.Tensor | float] = {},
+                      grad_norms: Mapping[int, torch.Tensor] | None = None) -> None:
         """Gradient statistics of this step, taken while the weights are those the gradient belongs to.
 
         ``scalars`` (train.py's names, as for :meth:`after_update`) are written here only when the
-        step's comparison failed: no update, so no ``after_update``, follows it.
+        step's comparison failed: no update, so no ``after_update``, follows it. ``grad_norms``:
+        ‖∂J/∂θ‖ by ``id`` of the parameter where the caller has them already (train.py's finiteness
+        check), so they are not computed twice.
         """
         if self.events is None:
             return
@@ -130,7 +133,9 @@ class Monitor(RunRecords):
         with torch.no_grad():
             params = [p.detach() for _, p in self._named]
             grads = [p.grad.detach() if p.grad is not None else torch.zeros_like(p) for _, p in self._named]
-            self._pending += gradient_norms(self._names, params, grads, self._penalized, self._lam)
+            known = [grad_norms.get(id(p)) for _, p in self._named] if grad_norms else [None]
+            totals = None if any(n is None for n in known) else known
+            self._pending += gradient_norms(self._names, params, grads, self._penalized, self._lam, totals)
             if logits is not None and target is not None:
                 self._output_stats(logits.detach().float(), target)
             self._snapshot = [p.clone() for p in params]

@@ -184,8 +184,13 @@ def _warm_up() -> None:
 
     protos.load_all()
 
-    from .. import plots  # noqa: F401  (Pillow)
+    from .. import plots
     from ..graph import cards  # noqa: F401
+
+    # NOTE: one throwaway chart of each kind loads the fonts and Pillow's code now: the first real one
+    # is drawn while training runs, when this process gets little CPU, and waited for at the end
+    protos.png_bytes(plots.gradient_flow(["layer.weight"], [1e-3], [1e-2], 0, errors={"layer.weight": 1e-9}, tol=1e-8))
+    protos.png_bytes(plots.curves({"layer.weight": ([1, 2], [1.0, 0.5])}, "warm-up"))
 
     try:
         import matplotlib.backends.backend_agg  # noqa: F401  (the model graph's cards, drawn first)
@@ -207,17 +212,20 @@ def _read_all(stream, inbox: queue.SimpleQueue) -> None:
         inbox.put(None)
 
 
-def serve(stream, sink: Sink | None = None, background: bool = False) -> int:
+def serve(stream, sink: Sink | None = None, background: bool = False, prepare=None) -> int:
     """Write every message of ``stream`` until its end; 0, or 1 after saying what failed (once).
 
     ``background``: the writing and drawing yield to the training process (the reader keeps its
-    priority, so the pipe never fills and the trainer never waits on it).
+    priority, so the pipe never fills and the trainer never waits on it). ``prepare()`` runs first,
+    in the writing thread (with its priority), while the reader already empties the pipe.
     """
     sink = sink or Sink()
     inbox: queue.SimpleQueue = queue.SimpleQueue()
     threading.Thread(target=_read_all, args=(stream, inbox), name="handgrad-sink-reader", daemon=True).start()
     if background:
         _yield_to_training()  # NOTE: this thread only: Linux schedules threads one by one
+    if prepare is not None:
+        prepare()
     failed = False
     while (message := inbox.get()) is not None:
         if failed:
@@ -255,8 +263,9 @@ if __name__ == "__main__":
     # writing what it was sent; if the trainer dies, the pipe's end stops the writer
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    _warm_up()  # NOTE: at full priority: it overlaps the trainer's import of torch, which uses one core
-    status = serve(sys.stdin.buffer, background=True)
+    # NOTE: the warm-up too is idle-class work: the trainer imports torch on one core, so it gets the
+    # other one whole; at full priority it slowed that import by 0.05 s
+    status = serve(sys.stdin.buffer, background=True, prepare=_warm_up)
     sys.stdout.flush(), sys.stderr.flush()
     # NOTE: every file is closed by now; skipping the interpreter's teardown (matplotlib, protobuf) is
     # a tenth of a second the training process would otherwise wait for at its end

@@ -22,9 +22,10 @@ def data_gradients(grads: list[torch.Tensor], params: list[torch.Tensor], penali
 
 
 def gradient_norms(names: list[str], params: list[torch.Tensor], grads: list[torch.Tensor], penalized: list[int],
-                   lam: float) -> list[tuple[str, str, torch.Tensor]]:
-    """(key, parameter, norm) rows: total ‖∂J/∂θ‖, data ‖∂L/∂θ‖ and, for penalized weights, ‖λW‖."""
-    totals = compat.norms(grads)
+                   lam: float, totals: list[torch.Tensor] | None = None) -> list[tuple[str, str, torch.Tensor]]:
+    """(key, parameter, norm) rows: total ‖∂J/∂θ‖, data ‖∂L/∂θ‖ and, for penalized weights, ‖λW‖
+    (``totals``: the ‖∂J/∂θ‖ where the caller has them already)."""
+    totals = compat.norms(grads) if totals is None else list(totals)
     data = list(totals)  # NOTE: an unpenalized parameter's data gradient is its total gradient
     rows = []
     if penalized:
