@@ -13,7 +13,7 @@ import importlib.util
 import math
 import os
 from collections.abc import Mapping, Sequence
-from functools import cache
+from functools import cache, lru_cache
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -50,16 +50,29 @@ def _font(size: int) -> tuple[ImageFont.ImageFont, bool]:
     return ImageFont.load_default(size=size), False
 
 
-def _text(draw: ImageDraw.ImageDraw, xy: tuple[float, float], text: str, size: int, fill: str = _INK,
-          anchor: str = "la", backdrop: bool = False) -> None:
-    """``text`` at ``xy`` (Pillow's anchors: "mm" centred, "rm" right-middle, ...); lines centred on each other;
-    ``backdrop``: on a white box, so a label drawn over bars stays readable."""
+@lru_cache(maxsize=1024)
+def _stamp(text: str, size: int, anchor: str) -> tuple[Image.Image, int, int]:
+    """``text`` rendered once as a mask, with its offset from the anchor point: the charts repeat
+    their labels picture after picture, and pasting a mask costs a tenth of rendering the glyphs."""
     font, symbols = _font(size)
     text = text if symbols else text.translate(_ASCII)
+    probe = ImageDraw.Draw(Image.new("L", (1, 1)))
+    left, top, right, bottom = probe.multiline_textbbox((0, 0), text, font=font, anchor=anchor, align="center", spacing=1)
+    left, top = math.floor(left), math.floor(top)
+    mask = Image.new("L", (max(math.ceil(right) - left, 1), max(math.ceil(bottom) - top, 1)), 0)
+    ImageDraw.Draw(mask).multiline_text((-left, -top), text, fill=255, font=font, anchor=anchor, align="center", spacing=1)
+    return mask, left, top
+
+
+def _text(image: Image.Image, xy: tuple[float, float], text: str, size: int, fill: str = _INK, anchor: str = "la",
+          backdrop: bool = False) -> None:
+    """``text`` at ``xy`` (Pillow's anchors: "mm" centred, "rm" right-middle, ...); lines centred on each other;
+    ``backdrop``: on a white box, so a label drawn over bars stays readable."""
+    mask, left, top = _stamp(text, size, anchor)
+    x, y = round(xy[0]) + left, round(xy[1]) + top
     if backdrop:
-        left, top, right, bottom = draw.multiline_textbbox(xy, text, font=font, anchor=anchor, align="center", spacing=1)
-        draw.rectangle([left - 2, top - 1, right + 2, bottom + 1], fill=_WHITE)
-    draw.multiline_text(xy, text, fill=fill, font=font, anchor=anchor, align="center", spacing=1)
+        image.paste(_WHITE, (x - 2, y - 1, x + mask.width + 2, y + mask.height + 1))
+    image.paste(fill, (x, y, x + mask.width, y + mask.height), mask)
 
 
 def _width(text: str, size: int) -> float:
@@ -74,7 +87,7 @@ class _Axes:
     """A plotting box on an image with a log10 y axis: data (x, log10 y) to pixels, grid, frame, labels."""
 
     def __init__(self, image: Image.Image, box: tuple[int, int, int, int], low: float, high: float) -> None:
-        self.draw = ImageDraw.Draw(image)
+        self.image, self.draw = image, ImageDraw.Draw(image)
         self.left, self.top, self.right, self.bottom = box
         self.low, self.high = math.floor(low), math.ceil(high) + 0.05
         decades = np.arange(math.floor(low), math.ceil(high) + 1)
@@ -82,7 +95,7 @@ class _Axes:
         for d in decades[::every]:
             y = self.y(d)
             self.draw.line([(self.left, y), (self.right, y)], fill=_GRID, width=1)
-            _text(self.draw, (self.left - 5, y), f"1e{int(d)}", 12, anchor="rm")
+            _text(self.image, (self.left - 5, y), f"1e{int(d)}", 12, anchor="rm")
 
     def y(self, log_value: float) -> float:
         """Pixel row of a log10 value, kept inside the box."""
@@ -91,7 +104,7 @@ class _Axes:
 
     def frame(self, title: str) -> None:
         self.draw.rectangle([self.left, self.top, self.right, self.bottom], outline=_INK, width=1)
-        _text(self.draw, ((self.left + self.right) / 2, self.top - 8), title, 13, anchor="md")
+        _text(self.image, ((self.left + self.right) / 2, self.top - 8), title, 13, anchor="md")
 
     def slots(self, n: int) -> list[tuple[float, float]]:
         """(centre, width) of ``n`` equal slots across the box, for bars and their labels."""
@@ -105,11 +118,11 @@ class _Axes:
     def names(self, names: Sequence[str]) -> None:
         """``layers.0.weight`` as ``layers.0`` over ``weight``: six labels fit without rotation."""
         for (centre, _), name in zip(self.slots(len(names)), names):
-            _text(self.draw, (centre, self.bottom + 5), "\n".join(name.rsplit(".", 1)), 12, anchor="ma")
+            _text(self.image, (centre, self.bottom + 5), "\n".join(name.rsplit(".", 1)), 12, anchor="ma")
 
     def non_finite(self, centre: float, value: float) -> None:
         """A value that has no bar (inf or NaN) said in red in its slot, below the legend's row."""
-        _text(self.draw, (centre, self.top + 28), "nan" if math.isnan(value) else "inf", 12, fill=_BAD, anchor="ma")
+        _text(self.image, (centre, self.top + 28), "nan" if math.isnan(value) else "inf", 12, fill=_BAD, anchor="ma")
 
     def legend(self, entries: Sequence[tuple[str, str]], columns: int, x: float | None = None) -> None:
         """Colour keys and labels in ``columns`` columns, at the box's top left (or right, given ``x`` for its left)."""
@@ -118,7 +131,7 @@ class _Axes:
         for i, (colour, label) in enumerate(entries):
             cx, cy = x0 + (i % columns) * column_w, self.top + 8 + (i // columns) * 16
             self.draw.rectangle([cx, cy + 2, cx + 14, cy + 10], fill=colour)
-            _text(self.draw, (cx + 19, cy + 6), label, 12, anchor="lm")
+            _text(self.image, (cx + 19, cy + 6), label, 12, anchor="lm")
 
 
 def _logs(values) -> np.ndarray:
@@ -174,7 +187,7 @@ def _compare_panel(image: Image.Image, names: Sequence[str], errors: Mapping[str
         y = axes.y(limit)
         for x in range(axes.left, axes.right, 8):  # NOTE: dashed, as a threshold is drawn
             axes.draw.line([(x, y), (min(x + 4, axes.right), y)], fill=_BAD, width=1)
-        _text(axes.draw, (axes.right - 4, y - 2), f"tolerance {tol:g}", 12, fill=_BAD, anchor="rd",
+        _text(axes.image, (axes.right - 4, y - 2), f"tolerance {tol:g}", 12, fill=_BAD, anchor="rd",
               backdrop=True)
     axes.names(names)
     axes.frame(f"hand vs native, step {step}: ‖g_hand − g_native‖ / ‖g_native‖")
@@ -207,8 +220,8 @@ def curves(series: Mapping[str, tuple[Sequence[int], Sequence[float]]], title: s
     tick = _nice_step(x_high - x_low)
     for t in np.arange(math.ceil(x_low / tick) * tick, x_high, tick):
         axes.draw.line([(x(t), axes.bottom), (x(t), axes.bottom + 4)], fill=_INK)
-        _text(axes.draw, (x(t), axes.bottom + 6), f"{t:g}", 12, anchor="ma")
-    _text(axes.draw, ((axes.left + axes.right) / 2, HEIGHT - 4), "step", 12, anchor="md")
+        _text(axes.image, (x(t), axes.bottom + 6), f"{t:g}", 12, anchor="ma")
+    _text(axes.image, ((axes.left + axes.right) / 2, HEIGHT - 4), "step", 12, anchor="md")
     for i, (steps, values) in enumerate(logs.values()):
         colour = _SERIES[i % len(_SERIES)]
         points = [(x(s), axes.y(v)) for s, v in zip(steps, values) if math.isfinite(v)]

@@ -99,7 +99,7 @@ def test_without_dejavu_the_charts_use_pillows_font_and_plain_ascii(monkeypatch)
             raise OSError("cannot open resource")
         return real(font, *args, **kwargs)
 
-    plots._font.cache_clear()
+    plots._font.cache_clear(), plots._stamp.cache_clear()
     monkeypatch.setattr(ImageFont, "truetype", no_files)
     try:
         font, symbols = plots._font(12)
@@ -108,7 +108,7 @@ def test_without_dejavu_the_charts_use_pillows_font_and_plain_ascii(monkeypatch)
         assert image.shape == (plots.HEIGHT, plots.PANEL_W, 3)
         assert "|∂L/∂θ|, input → output".translate(plots._ASCII) == "|dL/dtheta|, input -> output"
     finally:
-        plots._font.cache_clear()
+        plots._font.cache_clear(), plots._stamp.cache_clear()
 
 
 def test_the_event_records_are_byte_for_byte_tensorboards(tmp_path):
