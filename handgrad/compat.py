@@ -228,6 +228,8 @@ def drop_forward_hooks(module) -> None:
 _foreach_norm = getattr(torch, "_foreach_norm", None)
 _foreach_add = getattr(torch, "_foreach_add", None)
 _foreach_sub_ = getattr(torch, "_foreach_sub_", None)
+_foreach_add_ = getattr(torch, "_foreach_add_", None)
+_foreach_copy_ = getattr(torch, "_foreach_copy_", None)
 
 
 def norms(tensors) -> list:
@@ -251,6 +253,28 @@ def add_scaled(tensors, others, alpha: float) -> list:
     if _foreach_add is None:
         return [t + alpha * o for t, o in zip(tensors, others)]
     return list(_foreach_add(tensors, others, alpha=alpha))
+
+
+def add_scaled_(tensors, others, alpha: float) -> None:
+    """``t += alpha * o`` for each pair, in place (torch's ``_foreach_add_``; optional: a loop otherwise)."""
+    tensors, others = list(tensors), list(others)
+    if _foreach_add_ is None:
+        for t, o in zip(tensors, others):
+            t.add_(o, alpha=alpha)
+        return
+    if tensors:
+        _foreach_add_(tensors, others, alpha=alpha)
+
+
+def copy_(tensors, others) -> None:
+    """``t.copy_(o)`` for each pair (torch's ``_foreach_copy_``; optional: a loop otherwise)."""
+    tensors, others = list(tensors), list(others)
+    if _foreach_copy_ is None:
+        for t, o in zip(tensors, others):
+            t.copy_(o)
+        return
+    if tensors:
+        _foreach_copy_(tensors, others)
 
 
 def sub_(tensors, others) -> None:

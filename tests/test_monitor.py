@@ -2,6 +2,7 @@
 
 import io
 import json
+import math
 import socket
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from tensorboard.plugins.custom_scalar import layout_pb2
 import train
 from handgrad.functional import get_ops
 from handgrad.monitor import HIST_BINS, LogSchedule, Monitor
+from handgrad.monitor.stats import output_stats
 from models.mlp import MLP
 
 STEPS, LOG_EVERY, LOG_DENSE = 10, 3, 4
@@ -342,7 +344,18 @@ def test_confident_answers_count_only_right_and_sure(tmp_path):
     values = {k: float(v) for k, _, v in monitor._pending}
     monitor.close()
     # sample 0 right and sure; 1 sure but wrong; 2 all equal (stuck); 3 right, not sure
-    assert values == {"p_true": pytest.approx(values["p_true"]), "confident": 0.25, "stuck": 0.25}
+    p_true = sum(math.exp(row[0]) / sum(math.exp(v) for v in row) for row in logits.tolist()) / 4
+    assert values == {"p_true": pytest.approx(p_true, rel=1e-6), "confident": 0.25, "stuck": 0.25}
+
+
+def test_a_sigmoid_output_sure_of_two_classes_is_not_confident():
+    # NOTE: sigmoid outputs do not sum to 1: the true class and another can both be above 0.99
+    logits = torch.tensor([[9.0, 9.0] + [-9.0] * 8, [9.0] + [-9.0] * 9, [9.0, -3.0] + [-9.0] * 8])
+    values = {k: float(v) for k, v in output_stats(logits, torch.tensor([0, 0, 0]), softmax=False).items()}
+    sig = torch.sigmoid(logits)
+    assert values["p_true"] == pytest.approx(sig[:, 0].mean().item(), rel=1e-6)
+    assert values["confident"] == pytest.approx(1 / 3)  # NOTE: only row 1; row 2's 0.047 is not < 0.01
+    assert values["stuck"] == 0.0
 
 
 # ---------------------------------------------------------------------------------------------

@@ -132,3 +132,20 @@ def test_the_event_records_are_byte_for_byte_tensorboards(tmp_path):
 def _first_record(blob: bytes) -> bytes:
     length = int.from_bytes(blob[:8], "little")
     return blob[12:12 + length]
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 3), (37, 53, 3), (plots.HEIGHT, plots.PANEL_W, 3)])
+def test_png_bytes_decode_to_the_same_pixels(shape):
+    from PIL import Image
+
+    picture = np.random.default_rng(0).integers(0, 256, size=shape, dtype=np.uint8)
+    png = protos.png_bytes(picture)
+    decoded = Image.open(io.BytesIO(png))
+    decoded.load()  # NOTE: Pillow checks every chunk's CRC and the zlib stream here
+    assert decoded.mode == "RGB" and decoded.size == (shape[1], shape[0])
+    assert np.array_equal(np.asarray(decoded), picture)
+
+
+def test_png_bytes_refuses_a_picture_that_is_not_rgb():
+    with pytest.raises(ValueError, match="RGB"):
+        protos.png_bytes(np.zeros((4, 4, 4), np.uint8))

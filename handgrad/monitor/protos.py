@@ -7,7 +7,8 @@ Each function returns a ``Summary`` laid out the way TensorBoard's plugins read 
 
 from __future__ import annotations
 
-import io
+import struct
+import zlib
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -20,7 +21,6 @@ __all__ = ["scalars", "text", "layout", "hparams", "histogram", "image", "png_by
 
 def load_all() -> None:
     """Import now what the records below import when first built (the writer's warm-up; hparams alone is 50 ms)."""
-    from PIL import Image  # noqa: F401
     from tensorboard.plugins.custom_scalar import layout_pb2  # noqa: F401
     from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2  # noqa: F401
     from tensorboard.plugins.text.plugin_data_pb2 import TextPluginData  # noqa: F401
@@ -94,12 +94,25 @@ def histogram(tag: str, lo: float, hi: float, counts: Sequence[float], num: int,
 
 
 def png_bytes(picture: np.ndarray) -> bytes:
-    """An (H, W, 3) uint8 picture as PNG bytes (Pillow, which TensorBoard's own writer uses)."""
-    from PIL import Image
+    """An (H, W, 3) uint8 picture as PNG bytes: 8-bit RGB, no row filter, zlib level 1.
 
-    buffer = io.BytesIO()
-    Image.fromarray(picture).save(buffer, format="PNG", compress_level=1)
-    return buffer.getvalue()
+    Written here rather than by Pillow, whose encoder tries five row filters per row: 1.0 ms
+    against 1.8-3.8 ms for a chart, and the charts are what the trainer waits for at the end of a
+    short run. Any PNG reader (TensorBoard's, Pillow's) reads it; a test decodes it pixel for pixel.
+    """
+    picture = np.ascontiguousarray(picture, dtype=np.uint8)
+    height, width, channels = picture.shape
+    if channels != 3:
+        raise ValueError(f"png_bytes: an RGB picture (H, W, 3) was expected, got shape {picture.shape}")
+    rows = np.zeros((height, 1 + 3 * width), np.uint8)  # NOTE: each row starts with its filter type, 0 (none)
+    rows[:, 1:] = picture.reshape(height, -1)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # NOTE: 8 bits, truecolour, no interlace
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows.tobytes(), 1))
+            + chunk(b"IEND", b""))
 
 
 def image(tag: str, png: bytes, height: int, width: int) -> Summary:

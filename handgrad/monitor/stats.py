@@ -22,15 +22,23 @@ def data_gradients(grads: list[torch.Tensor], params: list[torch.Tensor], penali
 
 
 def gradient_norms(names: list[str], params: list[torch.Tensor], grads: list[torch.Tensor], penalized: list[int],
-                   lam: float, totals: list[torch.Tensor] | None = None) -> list[tuple[str, str, torch.Tensor]]:
+                   lam: float, totals: list[torch.Tensor] | None = None,
+                   scratch: list[torch.Tensor] | None = None) -> list[tuple[str, str, torch.Tensor]]:
     """(key, parameter, norm) rows: total ‖∂J/∂θ‖, data ‖∂L/∂θ‖ and, for penalized weights, ‖λW‖
-    (``totals``: the ‖∂J/∂θ‖ where the caller has them already)."""
+    (``totals``: the ‖∂J/∂θ‖ where the caller has them already; ``scratch``: tensors shaped like the
+    penalized weights, overwritten with their data gradients instead of new ones being allocated)."""
     totals = compat.norms(grads) if totals is None else list(totals)
     data = list(totals)  # NOTE: an unpenalized parameter's data gradient is its total gradient
     rows = []
     if penalized:
-        for i, d in zip(penalized, compat.norms(data_gradients([grads[i] for i in penalized], [params[i] for i in penalized],
-                                                                 list(range(len(penalized))), lam))):
+        pen_grads, pen_weights = [grads[i] for i in penalized], [params[i] for i in penalized]
+        if scratch is None:
+            pen_data = data_gradients(pen_grads, pen_weights, list(range(len(penalized))), lam)
+        else:
+            compat.copy_(scratch, pen_grads)
+            compat.add_scaled_(scratch, pen_weights, -lam)
+            pen_data = scratch
+        for i, d in zip(penalized, compat.norms(pen_data)):
             data[i] = d
         rows += [("penalty_norm", names[i], lam * w) for i, w in zip(penalized, compat.norms([params[i] for i in penalized]))]
     for key, norms in (("total_norm", totals), ("data_norm", data)):
