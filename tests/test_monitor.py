@@ -19,7 +19,7 @@ from tensorboard.plugins.custom_scalar import layout_pb2
 import train
 from handgrad.functional import get_ops
 from handgrad.monitor import HIST_BINS, LogSchedule, Monitor
-from handgrad.monitor.stats import output_stats
+from handgrad.monitor.stats import output_stats, synced
 from models.mlp import MLP
 
 STEPS, LOG_EVERY, LOG_DENSE = 10, 3, 4
@@ -442,3 +442,11 @@ def test_tensorboard_server_serves_the_tags_and_the_layout(logged_run):
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def test_synced_keeps_every_value_exact_whatever_the_mix():
+    big = 2**40 + 1  # NOTE: not a float32: an int64 tensor must not pass through one
+    values = [torch.tensor(0.5), 3.25, torch.tensor(big), torch.tensor([7.0]), torch.tensor(1.5, dtype=torch.float64)]
+    assert synced(values) == [0.5, 3.25, float(big), 7.0, 1.5]
+    assert synced([torch.tensor(0.25), torch.tensor(2.0)]) == [0.25, 2.0]
+    assert synced([1.0, "x"]) == [1.0, "x"]

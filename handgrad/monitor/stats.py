@@ -52,9 +52,14 @@ def synced(values: list) -> list[float]:
     out = list(values)
     if tensors:
         first = tensors[0][1]
-        if all(v.dtype == first.dtype and v.device == first.device and not v.dim() for _, v in tensors):
-            stacked = torch.stack([v for _, v in tensors])  # NOTE: the common case: 0-dim results of one dtype
-        else:
+        plain = len({v.dtype for _, v in tensors}) == 1
+        if plain:
+            try:
+                stacked = torch.stack([v for _, v in tensors])  # NOTE: the common case: 0-dim results of one dtype
+                plain = stacked.dim() == 1
+            except RuntimeError:  # NOTE: mixed devices or shapes
+                plain = False
+        if not plain:  # NOTE: mixed dtypes (stack promotes them) or shapes: each as a float64 scalar
             stacked = torch.stack([v.detach().double().reshape(()).to(first.device) for _, v in tensors])
         for (i, _), v in zip(tensors, stacked.tolist()):
             out[i] = v

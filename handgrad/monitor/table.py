@@ -147,13 +147,18 @@ def expand(rows, early: bool, log=log10, step1: dict | None = None) -> dict[tupl
     writes no ``since_step1`` chart (its ratio would be to another step)."""
     out = {}
     for key, run, v in rows:
-        s = _BY_KEY[key]
-        if s.raw:
-            out[(run, s.tag)] = v
-        if s.log10:
-            out[(run, log10_tag(s))] = log(v)
-        if s.early and early:
-            out[(run, early_tag(s))] = log(v) if s.log10 else v
-        if s.since_step1 and early and step1 and (key, run) in step1:
-            out[(run, since_step1_tag(s))] = log(v) - log(step1[(key, run)])
+        raw, log_tag, early_log, since = _TAGS[key]  # NOTE: built once: this runs for every row of every logged step
+        if raw:
+            out[(run, raw)] = v
+        if log_tag:
+            out[(run, log_tag)] = lv = log(v)
+        if early and early_log:
+            out[(run, early_log)] = lv if log_tag else v
+        if early and since and step1 and (key, run) in step1:
+            out[(run, since)] = (lv if log_tag else log(v)) - log(step1[(key, run)])
     return out
+
+
+#: per key: (raw tag, log10 tag, early tag, since-step-1 tag), None where the statistic has none
+_TAGS = {s.key: (s.tag if s.raw else None, log10_tag(s) if s.log10 else None, early_tag(s) if s.early else None,
+                 since_step1_tag(s) if s.since_step1 else None) for s in STATS}
