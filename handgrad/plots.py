@@ -21,7 +21,7 @@ from PIL import Image, ImageDraw, ImageFont
 __all__ = ["gradient_flow", "curves"]
 
 _LIGHT, _DARK, _BAD, _GOOD = "#9ecae1", "#08519c", "#cb181d", "#41ab5d"
-_GRID, _INK, _WHITE = "#dddddd", "#222222", "white"
+_GRID, _INK, _WHITE, _MISSING = "#dddddd", "#222222", "white", "#999999"
 #: one colour per series of a line chart (TensorBoard-like, told apart at a glance)
 _SERIES = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
 #: chart size in pixels: TensorBoard's image cards show a picture about 350 px wide, so the type is large
@@ -45,7 +45,7 @@ def _font(size: int) -> tuple[ImageFont.ImageFont, bool]:
     for candidate in candidates:
         try:
             return ImageFont.truetype(candidate, size), True
-        except OSError:
+        except (OSError, ImportError):  # NOTE: ImportError: a Pillow built without FreeType
             continue
     return ImageFont.load_default(size=size), False
 
@@ -150,7 +150,7 @@ def gradient_flow(names: Sequence[str], mean: np.ndarray, maximum: np.ndarray, s
     image = Image.new("RGB", (PANEL_W * (2 if errors else 1), HEIGHT), _WHITE)
     log_mean, log_max = _logs(mean), _logs(maximum)
     finite_mean = log_mean[np.isfinite(mean) & (mean > 0)]
-    finite_max = log_max[np.isfinite(maximum)]
+    finite_max = log_max[np.isfinite(maximum) & (maximum > 0)]
     bottom = math.floor((finite_mean.min() if finite_mean.size else -8.0) - 0.5)
     # NOTE: one decade of headroom keeps the legend off the bars
     top = (finite_max.max() if finite_max.size else bottom + 1) + 1
@@ -173,13 +173,15 @@ def _compare_panel(image: Image.Image, names: Sequence[str], errors: Mapping[str
     err = np.array([errors.get(n, np.nan) for n in names], dtype=float)
     log_err = np.log10(np.maximum(np.where(np.isfinite(err), err, 1.0), 1e-20))
     shown = log_err[np.isfinite(err)]
-    limit = math.log10(tol) if tol else None
+    limit = math.log10(tol) if tol is not None and math.isfinite(tol) and tol > 0 else None
     low = min(shown.min() if shown.size else 0.0, limit if limit is not None else 0.0) - 1
     high = max(shown.max() if shown.size else 0.0, limit if limit is not None else 0.0) + 0.5
     axes = _Axes(image, (PANEL_W + 52, 28, 2 * PANEL_W - 12, HEIGHT - 40), low, high)
     bottom = math.floor(low)
-    for (centre, width), e, le in zip(axes.slots(len(names)), err, log_err):
-        if math.isfinite(e):
+    for (centre, width), name, e, le in zip(axes.slots(len(names)), names, err, log_err):
+        if name not in errors:  # NOTE: not compared (no error recorded): a grey dash, not a red "nan"
+            _text(axes.image, (centre, axes.top + 28), "–", 12, fill=_MISSING, anchor="ma")
+        elif math.isfinite(e):
             axes.bar(centre, 0.6 * width, le, bottom, _BAD if tol is not None and e > tol else _GOOD)
         else:
             axes.non_finite(centre, e)

@@ -450,3 +450,26 @@ def test_synced_keeps_every_value_exact_whatever_the_mix():
     assert synced(values) == [0.5, 3.25, float(big), 7.0, 1.5]
     assert synced([torch.tensor(0.25), torch.tensor(2.0)]) == [0.25, 2.0]
     assert synced([1.0, "x"]) == [1.0, "x"]
+
+
+def test_a_one_step_epoch_keeps_the_since_step1_charts(tmp_path):
+    # NOTE: the epoch's end flushes step 1 a second time (its test loss); step 1's norms must survive it
+    torch.manual_seed(0)
+    model = MLP("hand", hidden=(8,))
+    schedule = LogSchedule(total_steps=3, steps_per_epoch=1, full_batches=1)
+    monitor = Monitor(str(tmp_path / "one"), model, schedule)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for step in (1, 2):
+        x, y = torch.randn(16, 784), torch.randint(0, 10, (16,))
+        monitor.before_forward(step)
+        total, loss, logits = model.objective(x, y)
+        opt.zero_grad()
+        total.backward()
+        monitor.before_update(step, logits, y)
+        opt.step()
+        monitor.after_update(step, {"train/loss": loss.detach()})
+        monitor.scalars(step, {"train/epoch_loss": loss.item(), "test/loss": 1.0, "test/accuracy": 50.0})
+    monitor.close()
+    tag = "early/gradient_data_norm_since_step1_log10"
+    for name, _ in model.named_parameters():
+        assert [e.step for e in sub(tmp_path / "one", name).Scalars(tag)] == [1, 2], name

@@ -149,3 +149,22 @@ def test_png_bytes_decode_to_the_same_pixels(shape):
 def test_png_bytes_refuses_a_picture_that_is_not_rgb():
     with pytest.raises(ValueError, match="RGB"):
         protos.png_bytes(np.zeros((4, 4, 4), np.uint8))
+
+
+@pytest.mark.parametrize("tol", [None, 0.0, -1.0, float("nan"), float("inf")])
+def test_the_compare_panel_draws_whatever_the_tolerance(tol):
+    image = plots.gradient_flow(NAMES, np.full(3, 1e-3), np.full(3, 1e-2), step=1, errors={n: 1e-6 for n in NAMES}, tol=tol)
+    assert image.shape == (plots.HEIGHT, 2 * plots.PANEL_W, 3)
+
+
+def test_a_parameter_without_an_error_gets_a_grey_dash_not_a_red_nan():
+    image = plots.gradient_flow(NAMES, np.full(3, 1e-3), np.full(3, 1e-2), step=1, errors={NAMES[0]: 1e-6}, tol=1e-4)
+    centre = slot_centre(2, 3, plots.PANEL_W + 52, 2 * plots.PANEL_W - 12)
+    box = image[40:80, centre - 20:centre + 20]
+    assert (box == rgb(plots._MISSING)).all(-1).any() and not (box == rgb(plots._BAD)).all(-1).any()
+
+
+def test_all_zero_gradients_still_get_an_axis():
+    image = plots.gradient_flow(NAMES, np.zeros(3), np.zeros(3), step=1)
+    left_margin = image[30:plots.HEIGHT - 40, :45]
+    assert (left_margin < 128).any()  # NOTE: the decade labels are drawn (an inverted axis had none)

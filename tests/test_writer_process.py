@@ -142,3 +142,56 @@ def test_a_training_run_whose_events_could_not_be_written_ends_in_one_sentence_a
     assert error == (f"error: The TensorBoard events in {logdir} are incomplete: the writer process stopped (exit status 1; "
                      f"its message is above); {save} holds the trained model.")
     assert save.exists() and (logdir / "layers.0.weight").read_text().startswith("a file")
+
+
+def _serve_hidden(tmp_path, hidden: list[str], prepare: bool = True):
+    """The sink run in a fresh interpreter where ``hidden`` packages cannot be imported; (status, stderr, logdir)."""
+    logdir = tmp_path / "run"
+    messages = [
+        ("open", 0.0, (str(logdir),)),
+        ("keys", 0.0, (0, (("", "loss"),))),
+        ("scalars", 1000.0, (1, 0, [1.5])),
+        ("gradient_flow", 1000.0, (1, "gradient_flow/early", ["layers.0.weight"], [1e-3], [1e-2], None, None)),
+        ("curves", 1000.0, (1, "early/data_gradient_curves", {"layers.0.weight": ([1], [0.5])}, "curves", "c.png")),
+    ]
+    code = textwrap.dedent(f"""
+        import io, pickle, sys
+        for name in {hidden!r}:
+            sys.modules[name] = None  # NOTE: import name now fails, as for a package that is not installed
+        from handgrad.monitor.sink import serve, _warm_up
+        print(serve(io.BytesIO(sys.stdin.buffer.read()), prepare={'_warm_up' if prepare else 'None'}))
+    """)
+    blob = b"".join(pickle.dumps(m) for m in messages)
+    proc = subprocess.run([sys.executable, "-c", code], input=blob, capture_output=True, cwd=ROOT, timeout=120)
+    return int(proc.stdout.decode().strip() or -1), proc.stderr.decode(), logdir
+
+
+def test_without_pillow_the_charts_are_skipped_in_one_sentence_and_the_rest_is_written(tmp_path):
+    status, stderr, logdir = _serve_hidden(tmp_path, ["PIL"])
+    assert status == 0, stderr
+    assert stderr.strip().splitlines() == ["Pillow is not installed: the dashboard's charts are skipped (pip install Pillow)."]
+    main = read(logdir)
+    assert [e.value for e in main.Scalars("loss")] == [1.5] and main.Tags()["images"] == []
+
+
+def test_without_google_crc32c_the_records_are_checksummed_by_tensorboards_own_code(tmp_path):
+    status, stderr, logdir = _serve_hidden(tmp_path, ["google_crc32c"])
+    assert status == 0, stderr
+    main = read(logdir)  # NOTE: TensorBoard's reader checks every record's two checksums
+    assert [e.value for e in main.Scalars("loss")] == [1.5]
+    assert [e.step for e in main.Images("gradient_flow/early")] == [1]
+
+
+def test_a_warm_up_that_fails_costs_only_the_head_start(tmp_path):
+    from handgrad.monitor.sink import Sink, serve
+
+    def broken():
+        raise ImportError("a library the warm-up wanted is missing")
+
+    logdir = tmp_path / "warm"
+    blob = b"".join(pickle.dumps(m) for m in [("open", 0.0, (str(logdir),)), ("keys", 0.0, (0, (("", "loss"),))),
+                                               ("scalars", 1.0, (1, 0, [2.5]))])
+    import io
+
+    assert serve(io.BytesIO(blob), Sink(), prepare=broken) == 0
+    assert [e.value for e in read(logdir).Scalars("loss")] == [2.5]

@@ -76,7 +76,8 @@ class Monitor(RunRecords):
         rows = _update_ratios([(k, run, v) for (k, run, _), v in zip(pending, values)])
         rows += [(k, "", v) for k, v in extra.items()]
         self._early_curves.add(step, rows)
-        self._step1 = table.step1_values(rows) if step == 1 else self._step1
+        if step == 1:  # NOTE: merged: a second flush at step 1 (a one-step epoch's end) must not empty it
+            self._step1 = {**self._step1, **table.step1_values(rows)}
         self.events.scalars(table.expand(rows, self.schedule.early_point(step), log10, self._step1), step)
 
     def _unit_hook(self, name: str, relu: bool):

@@ -21,9 +21,12 @@ import threading
 import time
 from pathlib import Path
 
-import google_crc32c
-
 from . import protos
+
+try:
+    from google_crc32c import value as _crc32c
+except ImportError:  # NOTE: a checkout updated without reinstalling: TensorBoard's own, in pure Python (slower)
+    from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import crc32c as _crc32c
 
 __all__ = ["Sink", "serve"]
 
@@ -36,7 +39,7 @@ def _masked_crc(data: bytes) -> bytes:
 
     google-crc32c computes it in C: TensorBoard's own writer does it byte by byte in Python, which
     was half of this process's work at the end of a short run."""
-    crc = google_crc32c.value(data)
+    crc = _crc32c(data)
     return struct.pack("<I", (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF)
 
 
@@ -127,15 +130,14 @@ class Sink:
         for run, tag, *facts in rows:
             self._write(run, protos.histogram(tag, *facts), step, wall)
 
-    def _drawn(self, draw):
-        """What ``draw()`` returns, or None where matplotlib (the model graph's cards) is missing (said once)."""
+    def _drawn(self, draw, package: str = "matplotlib", what: str = "the model-graph pictures"):
+        """What ``draw()`` returns, or None where ``package`` is missing (said once): the rest is still written."""
         try:
             return draw()
-        except ImportError:  # NOTE: matplotlib is optional: the rest of the dashboard is written
-            if "matplotlib" not in self._told:
-                self._told.add("matplotlib")
-                print("matplotlib is not installed: the model-graph pictures are skipped (pip install matplotlib).",
-                      file=sys.stderr)
+        except ImportError:
+            if package not in self._told:
+                self._told.add(package)
+                print(f"{package} is not installed: {what} are skipped (pip install {package}).", file=sys.stderr)
             return None
 
     def _image(self, wall: float, step: int, tag: str, picture, png_name: str | None = None) -> None:
@@ -148,15 +150,25 @@ class Sink:
     def gradient_flow(self, wall: float, step: int, tag: str, names: list[str], mean: list[float], maximum: list[float],
                       errors: dict | None, tol: float | None) -> None:
         """The gradient-flow picture (Images tab, and ``gradient_flow-step<N>.png`` beside the events)."""
-        from .. import plots  # NOTE: Pillow, a few ms a picture
+        def draw():
+            from .. import plots  # NOTE: Pillow, about 1 ms a chart
 
-        picture = plots.gradient_flow(names, mean, maximum, step, errors=errors, tol=tol)
-        self._image(wall, step, tag, picture, f"gradient_flow-step{step:07d}.png")
+            return plots.gradient_flow(names, mean, maximum, step, errors=errors, tol=tol)
+
+        self._chart(wall, step, tag, draw, f"gradient_flow-step{step:07d}.png")
 
     def curves(self, wall: float, step: int, tag: str, series: dict, title: str, png_name: str) -> None:
-        from .. import plots
+        def draw():
+            from .. import plots
 
-        self._image(wall, step, tag, plots.curves(series, title), png_name)
+            return plots.curves(series, title)
+
+        self._chart(wall, step, tag, draw, png_name)
+
+    def _chart(self, wall: float, step: int, tag: str, draw, png_name: str) -> None:
+        picture = self._drawn(draw, "Pillow", "the dashboard's charts")
+        if picture is not None:
+            self._image(wall, step, tag, picture, png_name)
 
     def model_graph(self, wall: float, step: int, tag: str, facts: list[dict], graph, mermaid: str) -> None:
         """The Graphs tab's graph data, the pictures in Images under ``tag/1``, ``tag/2``, ... (and ``tag/full``)
@@ -225,7 +237,10 @@ def serve(stream, sink: Sink | None = None, background: bool = False, prepare=No
     if background:
         _yield_to_training()  # NOTE: this thread only: Linux schedules threads one by one
     if prepare is not None:
-        prepare()
+        try:
+            prepare()
+        except Exception:  # NOTE: only a head start: whatever it could not load fails, said once, where it is used
+            pass
     failed = False
     while (message := inbox.get()) is not None:
         if failed:
