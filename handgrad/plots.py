@@ -120,14 +120,18 @@ class _Axes:
         for (centre, _), name in zip(self.slots(len(names)), names):
             _text(self.image, (centre, self.bottom + 5), "\n".join(name.rsplit(".", 1)), 12, anchor="ma")
 
-    def non_finite(self, centre: float, value: float) -> None:
-        """A value that has no bar (inf or NaN) said in red in its slot, below the legend's row."""
-        _text(self.image, (centre, self.top + 28), "nan" if math.isnan(value) else "inf", 12, fill=_BAD, anchor="ma")
+    def word(self, centre: float, word: str, fill: str) -> None:
+        """A word in place of a slot's bar, below the legend's row."""
+        _text(self.image, (centre, self.top + 28), word, 12, fill=fill, anchor="ma")
 
-    def legend(self, entries: Sequence[tuple[str, str]], columns: int, x: float | None = None) -> None:
-        """Colour keys and labels in ``columns`` columns, at the box's top left (or right, given ``x`` for its left)."""
+    def non_finite(self, centre: float, value: float) -> None:
+        """A value that has no bar (inf or NaN) said in red in its slot."""
+        self.word(centre, "nan" if math.isnan(value) else "inf", _BAD)
+
+    def legend(self, entries: Sequence[tuple[str, str]], columns: int, right: bool = False) -> None:
+        """Colour keys and labels in ``columns`` columns, in the box's top left corner (or its top right)."""
         column_w = max(_width(label, 12) for _, label in entries) + 26
-        x0 = self.left + 10 if x is None else x
+        x0 = self.right - columns * column_w - 6 if right else self.left + 10
         for i, (colour, label) in enumerate(entries):
             cx, cy = x0 + (i % columns) * column_w, self.top + 8 + (i // columns) * 16
             self.draw.rectangle([cx, cy + 2, cx + 14, cy + 10], fill=colour)
@@ -180,7 +184,7 @@ def _compare_panel(image: Image.Image, names: Sequence[str], errors: Mapping[str
     bottom = math.floor(low)
     for (centre, width), name, e, le in zip(axes.slots(len(names)), names, err, log_err):
         if name not in errors:  # NOTE: not compared (no error recorded): a grey dash, not a red "nan"
-            _text(axes.image, (centre, axes.top + 28), "–", 12, fill=_MISSING, anchor="ma")
+            axes.word(centre, "–", _MISSING)
         elif math.isfinite(e):
             axes.bar(centre, 0.6 * width, le, bottom, _BAD if tol is not None and e > tol else _GOOD)
         else:
@@ -233,7 +237,6 @@ def curves(series: Mapping[str, tuple[Sequence[int], Sequence[float]]], title: s
             axes.draw.ellipse([points[0][0] - 2, points[0][1] - 2, points[0][0] + 2, points[0][1] + 2], fill=colour)
     entries = [(_SERIES[i % len(_SERIES)], name) for i, name in enumerate(logs)]
     if entries:
-        column_w = max(_width(label, 12) for _, label in entries) + 26
-        axes.legend(entries, columns=2, x=axes.right - 2 * column_w - 6)
+        axes.legend(entries, columns=2, right=True)
     axes.frame(title)
     return np.asarray(image)

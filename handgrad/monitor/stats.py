@@ -12,11 +12,21 @@ from .. import compat
 __all__ = ["data_gradients", "gradient_norms", "output_stats", "synced"]
 
 
-def data_gradients(grads: list[torch.Tensor], params: list[torch.Tensor], penalized: list[int], lam: float) -> list[torch.Tensor]:
-    """∂L/∂θ per parameter: ∂J/∂θ less λW for the penalized weights (closed form, no second backward)."""
+def data_gradients(grads: list[torch.Tensor], params: list[torch.Tensor], penalized: list[int], lam: float,
+                   out: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
+    """∂L/∂θ per parameter: ∂J/∂θ less λW for the penalized weights (closed form, no second backward).
+
+    ``out``: tensors shaped like the penalized weights, overwritten with their data gradients
+    instead of new ones being allocated (a caller that does this every step keeps them)."""
     grads = list(grads)
     if penalized:
-        for i, d in zip(penalized, compat.add_scaled([grads[i] for i in penalized], [params[i] for i in penalized], -lam)):
+        pen_grads, pen_weights = [grads[i] for i in penalized], [params[i] for i in penalized]
+        if out is None:
+            out = compat.add_scaled(pen_grads, pen_weights, -lam)
+        else:
+            compat.copy_(out, pen_grads)
+            compat.add_scaled_(out, pen_weights, -lam)
+        for i, d in zip(penalized, out):
             grads[i] = d
     return grads
 
@@ -31,13 +41,8 @@ def gradient_norms(names: list[str], params: list[torch.Tensor], grads: list[tor
     data = list(totals)  # NOTE: an unpenalized parameter's data gradient is its total gradient
     rows = []
     if penalized:
-        pen_grads, pen_weights = [grads[i] for i in penalized], [params[i] for i in penalized]
-        if scratch is None:
-            pen_data = data_gradients(pen_grads, pen_weights, list(range(len(penalized))), lam)
-        else:
-            compat.copy_(scratch, pen_grads)
-            compat.add_scaled_(scratch, pen_weights, -lam)
-            pen_data = scratch
+        pen_data = data_gradients([grads[i] for i in penalized], [params[i] for i in penalized],
+                                  list(range(len(penalized))), lam, out=scratch)
         for i, d in zip(penalized, compat.norms(pen_data)):
             data[i] = d
         rows += [("penalty_norm", names[i], lam * w) for i, w in zip(penalized, compat.norms([params[i] for i in penalized]))]
